@@ -1,0 +1,42 @@
+# The two commands: `make demo` runs the demo pipeline, `make test` runs the whole test suite.
+# Each creates .venv when it is missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test venv demo-deps test-deps opencl bench lint
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+demo-deps: $(PY)
+	$(PIP) install -e .
+
+# torch first, pinned to the CPU build, so that no extra pulls a CUDA build.
+test-deps: $(PY) opencl
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[all]"
+
+# Debian's OpenCL runtime (PoCL) so that the pyclesperanto tests run for real.
+opencl:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  if ! dpkg -s pocl-opencl-icd ocl-icd-libopencl1 >/dev/null 2>&1; then \
+	    echo "installing pocl-opencl-icd ocl-icd-libopencl1"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd ocl-icd-libopencl1) \
+	      || echo "warning: could not install PoCL; OpenCL tests will skip"; \
+	  fi; \
+	fi
+
+demo: demo-deps
+	$(VENV)/bin/hcsgraph demo
+
+test: test-deps
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: test-deps
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+lint: test-deps
+	$(VENV)/bin/ruff check hcsgraph tests benchmarks examples

@@ -1,0 +1,84 @@
+"""Built-in processing functions, looked up by name and memory type.
+
+Every function takes a ``[Z, Y, X]`` stack in its memory type and returns a ``[Z, Y, X]`` stack in
+the same library (projections return ``[1, Y, X]``). Parameters are keyword arguments.
+
+>>> import hcsgraph.functions as hf
+>>> hf.list()                                   # what exists, per memory type
+>>> blur = hf.get("gaussian_filter", "torch")   # one version
+>>> hf.register("my_filter", my_filter)         # memory type from its decorator
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hcsgraph.config import MemoryType
+from hcsgraph.functions import filters, label, measure, morphology, projection, threshold
+from hcsgraph.functions.registry import FunctionRegistry, UnknownFunctionError, registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FunctionRegistry",
+    "UnknownFunctionError",
+    "available_memory_types",
+    "get",
+    "list",
+    "register",
+    "registry",
+]
+
+_BUILTINS: dict[str, tuple[Callable[..., Any], ...]] = {
+    "gaussian_filter": (filters.gaussian_filter, filters.gaussian_filter_torch, filters.gaussian_filter_cle),
+    "median_filter": (filters.median_filter, filters.median_filter_torch, filters.median_filter_cle),
+    "background_subtract": (
+        filters.background_subtract,
+        filters.background_subtract_torch,
+        filters.background_subtract_cle,
+    ),
+    "threshold_otsu": (threshold.threshold_otsu, threshold.threshold_otsu_torch, threshold.threshold_otsu_cle),
+    "binary_opening": (morphology.binary_opening, morphology.binary_opening_torch, morphology.binary_opening_cle),
+    "label": (label.label, label.label_cle),
+    "max_projection": (projection.max_projection, projection.max_projection_torch, projection.max_projection_cle),
+    "mean_projection": (
+        projection.mean_projection,
+        projection.mean_projection_torch,
+        projection.mean_projection_cle,
+    ),
+    "count_cells": (measure.count_cells,),
+}
+
+for _name, _versions in _BUILTINS.items():
+    for _func in _versions:
+        registry.register(_name, _func)
+del _name, _versions, _func
+
+
+def register(
+    name: str,
+    func: Callable[..., Any],
+    memory_type: MemoryType | str | None = None,
+    *,
+    description: str | None = None,
+    replace: bool = False,
+) -> Callable[..., Any]:
+    """Register ``func`` under ``name`` (memory type from its decorator unless given); returns ``func``."""
+    return registry.register(name, func, memory_type, description=description, replace=replace)
+
+
+def get(name: str, memory_type: MemoryType | str = MemoryType.NUMPY) -> Callable[..., Any]:
+    """The ``memory_type`` version of the function ``name``; raises :class:`UnknownFunctionError`."""
+    return registry.get(name, memory_type)
+
+
+def available_memory_types(name: str) -> tuple[MemoryType, ...]:
+    """The memory types the function ``name`` has a version for."""
+    return registry.available_memory_types(name)
+
+
+def list() -> pd.DataFrame:  # noqa: A001 - the documented name
+    """A table of the registered functions: name, memory types, description, special outputs."""
+    return registry.table()

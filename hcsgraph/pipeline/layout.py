@@ -1,0 +1,232 @@
+"""Where a run writes its results, and how planes map onto the output stores.
+
+An output directory holds::
+
+    plate.ome.zarr/            the final images (materialization backend zarr), or
+    images/<well>/<well>_s<site>_w<channel>_z<z>_t<t>.tif   (backend disk)
+    <sub_dir>/...              a step's own output (FunctionStep(materialize=...)), same layout
+    <special>/<group>.csv|json special outputs materialised per group
+    <special>.csv              each tabular special output for the whole plate
+    run.json                   the run manifest (pipeline, config, versions, per-well status)
+    .hcsgraph/wells/<well>.json  written when every write of the well has landed
+    .hcsgraph/scratch/         intermediates, when they do not fit the memory limit
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hcsgraph.config import GlobalPipelineConfig, MaterializationBackend, MemoryType
+from hcsgraph.pipeline import tasks as T
+from hcsgraph.pipeline.errors import PipelineCompileError
+
+if TYPE_CHECKING:
+    from hcsgraph.pipeline.step import Pipeline
+
+PlaneId = tuple[str, int, int, int, int]
+
+ZARR_STORE = "plate.ome.zarr"
+TIFF_DIR = "images"
+MANIFEST = "run.json"
+STATE_DIR = ".hcsgraph"
+
+
+@dataclass
+class WriteRequest:
+    """A group's final stack to be written to this layout."""
+
+    source_key: Any
+    members: list[PlaneId]
+    source_type: MemoryType
+    ctx: T.GroupContext
+    dtype: np.dtype
+    name: str
+
+
+class OutputLayout:
+    """Paths of one output (the run's, or a step's own ``materialize`` directory)."""
+
+    def __init__(self, root: str, backend: MaterializationBackend, n_levels: int = 1) -> None:
+        self.root = root
+        self.backend = MaterializationBackend(backend)
+        self.n_levels = n_levels
+        self.subs: dict[str, OutputLayout] = {}
+        self.requests: list[WriteRequest] = []
+        self._fields: dict[int, int] = {}
+        self._channels: dict[int, int] = {}
+        self._zs: dict[int, int] = {}
+        self._ts: dict[int, int] = {}
+        self.dtype: np.dtype | None = None
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def inline_zarr(self) -> bool:
+        """An output named ``*.zarr`` is the OME-Zarr plate itself (run files live inside it)."""
+        return self.backend is MaterializationBackend.ZARR and self.root.rstrip("/").endswith(".zarr")
+
+    @property
+    def image_store(self) -> str:
+        """The OME-Zarr plate or the TIFF directory."""
+        if self.inline_zarr:
+            return self.root
+        name = ZARR_STORE if self.backend is MaterializationBackend.ZARR else TIFF_DIR
+        return os.path.join(self.root, name)
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.root, STATE_DIR)
+
+    @property
+    def scratch_root(self) -> str:
+        return os.path.join(self.state_dir, "scratch")
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.root, MANIFEST)
+
+    def marker_path(self, well: str) -> str:
+        """The file that says a well is complete."""
+        return os.path.join(self.state_dir, "wells", f"{well}.json")
+
+    def scratch_path(self, step: str, label: str, backend: str) -> str:
+        suffix = ".npy" if backend == "disk" else ".zarr"
+        return os.path.join(self.scratch_root, _safe(step), f"{label}{suffix}")
+
+    def special_path(self, name: str, label: str) -> str:
+        """Base path (no extension) a materializer writes one group's special output to."""
+        return os.path.join(self.root, _safe(name), label)
+
+    def sub_layout(self, sub_dir: str, backend: MaterializationBackend) -> OutputLayout:
+        """The layout of a step's own output directory."""
+        existing = self.subs.get(sub_dir)
+        if existing is None:
+            existing = OutputLayout(os.path.join(self.root, sub_dir), backend, self.n_levels)
+            self.subs[sub_dir] = existing
+        elif existing.backend is not MaterializationBackend(backend):
+            raise PipelineCompileError(f"two steps materialise to {sub_dir!r} with different backends")
+        return existing
+
+    def all_layouts(self) -> list[OutputLayout]:
+        """This layout and its step sub-layouts."""
+        return [self, *self.subs.values()]
+
+    # -- existing results ------------------------------------------------------------------
+    def existing_artifacts(self, pipeline: Pipeline) -> list[str]:
+        """Results of an earlier run found in the output directory."""
+        if self.inline_zarr:
+            return [n for n in ("zarr.json", ".zattrs", ".zgroup") if os.path.exists(os.path.join(self.root, n))]
+        names = [ZARR_STORE, TIFF_DIR, MANIFEST, STATE_DIR]
+        names += [s.materialize.sub_dir for s in pipeline.steps if s.materialize is not None]
+        return [n for n in names if os.path.lexists(os.path.join(self.root, n))]
+
+    def remove_artifacts(self, pipeline: Pipeline) -> None:
+        """Delete an earlier run's results (only what a run writes, never other files)."""
+        if self.inline_zarr:
+            shutil.rmtree(self.root)
+            return
+        for name in self.existing_artifacts(pipeline):
+            path = os.path.join(self.root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+    def completed_wells(self) -> set[str]:
+        """Wells an earlier run marked complete."""
+        folder = os.path.join(self.state_dir, "wells")
+        done = set()
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if not name.endswith(".json"):
+                    continue
+                try:
+                    with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                        if json.load(fh).get("status") == "complete":
+                            done.add(name[: -len(".json")])
+                except (OSError, ValueError):
+                    continue
+        return done
+
+    # -- planning --------------------------------------------------------------------------
+    def request(self, source_key: Any, members: list[PlaneId], source_type: MemoryType, ctx: T.GroupContext,
+                dtype: np.dtype, name: str) -> None:
+        """Ask for a group's stack to be written here."""
+        self.requests.append(WriteRequest(source_key, list(members), source_type, ctx, np.dtype(dtype), name))
+
+    def plan(self, index: Any) -> None:
+        """Fix the field/channel/z/t indices of every requested plane."""
+        dtypes = {r.dtype for r in self.requests}
+        if len(dtypes) > 1:
+            raise PipelineCompileError(
+                f"output {self.root}: groups end with different dtypes {sorted(map(str, dtypes))}; "
+                "set output_dtype= on the last step"
+            )
+        self.dtype = dtypes.pop() if dtypes else np.dtype(index.dtype)
+        planes = [p for r in self.requests for p in r.members]
+        self._fields = _positions(p[1] for p in planes)
+        self._channels = _positions(p[2] for p in planes)
+        self._zs = _positions(p[3] for p in planes)
+        self._ts = _positions(p[4] for p in planes)
+
+    def target(self, p: PlaneId) -> T.PlaneTarget:
+        """Where plane ``p`` is written."""
+        well, site, channel, z, t = p
+        tiff = None
+        if self.backend is MaterializationBackend.DISK:
+            tiff = os.path.join(self.image_store, well, f"{well}_s{site}_w{channel}_z{z}_t{t}.tif")
+        return T.PlaneTarget(self._fields[site], self._ts[t], self._channels[channel], self._zs[z], tiff)
+
+    def create_store(self, index: Any, cfg: GlobalPipelineConfig, resume: bool = False) -> None:
+        """Write the store's metadata once, before any pixels (kept as it is when resuming)."""
+        if not self.requests:
+            return
+        if self.backend is MaterializationBackend.DISK:
+            os.makedirs(self.image_store, exist_ok=True)
+            return
+        if resume and os.path.exists(self.image_store):
+            return
+        from hcsgraph.io.omezarr import create_plate
+
+        wells = sorted({p[0] for r in self.requests for p in r.members}, key=well_sort_key)
+        rows = list(index.rows)
+        columns = list(index.columns)
+        names = getattr(index, "channel_names", {}) or {}
+        channel_names = [str(names.get(c, f"channel {c}")) for c in self._channels]
+        y, x = (int(n) for n in index.image_shape)
+        create_plate(
+            self.image_store,
+            plate_name=str(getattr(index, "name", "plate")),
+            rows=rows,
+            columns=columns,
+            wells=wells,
+            fields=max(len(self._fields), 1),
+            shape_tczyx=(len(self._ts), len(self._channels), len(self._zs), y, x),
+            dtype=self.dtype,
+            channel_names=channel_names,
+            pixel_size_um=getattr(index, "pixel_size_um", None),
+            zarr_config=cfg.zarr,
+            n_levels=self.n_levels,
+            overwrite=True,
+        )
+
+
+def well_sort_key(well: str) -> tuple[int, str, int]:
+    """Plate order: A01, A02, ..., B01, ..., AA01 (row letters, then column number)."""
+    letters = "".join(ch for ch in well if ch.isalpha())
+    digits = "".join(ch for ch in well if ch.isdigit())
+    return (len(letters), letters, int(digits or 0))
+
+
+def _positions(values: Any) -> dict[int, int]:
+    """Each distinct value → its 0-based position in sorted order."""
+    return {v: i for i, v in enumerate(sorted(set(values)))}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "output"

@@ -1,0 +1,482 @@
+"""What runs inside each task on a worker: load, convert, step, regroup, write, finalize.
+
+Everything here is small and picklable; pixels only travel between tasks (worker to worker),
+never through the client. Under ``on_error="continue"`` a failing task returns a
+:class:`Failure` that later tasks of the same group pass along without running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from dask.sizeof import sizeof
+
+from hcsgraph.config import MemoryType, OnError
+from hcsgraph.pipeline.contracts import get_special_outputs
+from hcsgraph.pipeline.errors import StepExecutionError
+
+
+@dataclass
+class StepOutput:
+    """A group's stack after a step, with its special outputs and the time spent so far."""
+
+    stack: Any
+    specials: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    recoveries: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScratchRef:
+    """An intermediate stack written to the scratch Zarr store instead of worker memory."""
+
+    path: str
+    specials: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    recoveries: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A group that failed under ``on_error="continue"``."""
+
+    step: str
+    well: str
+    group: str
+    message: str
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupContext:
+    """Where a task sits: its step, well and group, and the run's error policy."""
+
+    step: str
+    well: str
+    group: str
+    on_error: OnError = OnError.STOP
+    files: tuple[str, ...] = ()
+
+
+@sizeof.register(StepOutput)
+def _sizeof_step_output(obj: StepOutput) -> int:
+    return sizeof(obj.stack) + sizeof(obj.specials)
+
+
+def _fail(ctx: GroupContext, exc: BaseException, files: tuple[str, ...] = ()) -> Failure:
+    """Turn an exception into a Failure (continue) or a StepExecutionError (stop)."""
+    files = files or ctx.files
+    if isinstance(exc, StepExecutionError):
+        message, files = exc.reason, exc.files or files
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    if ctx.on_error is OnError.CONTINUE:
+        return Failure(ctx.step, ctx.well, ctx.group, message, tuple(files))
+    raise StepExecutionError(ctx.step, ctx.well, message, tuple(files), ctx.group) from exc
+
+
+def _first_failure(values: Any) -> Failure | None:
+    for value in values:
+        if isinstance(value, Failure):
+            return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def load_group(ctx: GroupContext, paths: tuple[str, ...]) -> StepOutput | Failure:
+    """Read the group's planes from the plate and stack them as numpy ``[Z, Y, X]``."""
+    from hcsgraph.plate.reader import read_plane
+
+    start = time.perf_counter()
+    planes = []
+    for path in paths:
+        try:
+            planes.append(read_plane(path))
+        except Exception as exc:  # noqa: BLE001 - reported with the file, well and step
+            return _fail(ctx, exc, (path,))
+    try:
+        stack = np.stack(planes)
+    except ValueError:
+        shapes = {p: tuple(a.shape) for p, a in zip(paths, planes, strict=True)}
+        return _fail(ctx, ValueError(f"images of one group differ in shape: {shapes}"))
+    return StepOutput(stack, timings={ctx.step: time.perf_counter() - start})
+
+
+# ---------------------------------------------------------------------------------------------
+# memory conversions
+
+
+def _stack_of(data: StepOutput | ScratchRef) -> Any:
+    if isinstance(data, ScratchRef):
+        from hcsgraph.io import FileManager
+
+        return FileManager().load_array(data.path, "zarr")
+    return data.stack
+
+
+def to_memory_type(stack: Any, target: MemoryType, gpu_id: int | None = None) -> Any:
+    """``stack`` in memory type ``target`` (no copy where the libraries allow)."""
+    from hcsgraph.memory import convert_memory, memory_type_of
+
+    source = memory_type_of(stack)
+    if source is target:
+        return stack
+    return convert_memory(stack, source, target, gpu_id=gpu_id)
+
+
+def convert_task(ctx: GroupContext, data: Any, target: MemoryType) -> StepOutput | Failure:
+    """A conversion edge of the graph: the group's stack in ``target``."""
+    if isinstance(data, Failure):
+        return data
+    start = time.perf_counter()
+    try:
+        gpu_id = _device_id()
+        stack = to_memory_type(_stack_of(data), target, gpu_id)
+        _synchronize(target)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(ctx, exc)
+    timings = dict(data.timings)
+    timings[ctx.step] = timings.get(ctx.step, 0.0) + time.perf_counter() - start
+    return StepOutput(stack, dict(data.specials), timings, list(data.recoveries))
+
+
+def regroup_task(
+    ctx: GroupContext, sources: list[Any], picks: tuple[tuple[int, int], ...], target: MemoryType
+) -> StepOutput | Failure:
+    """Build a new group's stack from slices of other groups' stacks (``picks``: source, slice)."""
+    failed = _first_failure(sources)
+    if failed is not None:
+        return failed
+    try:
+        from hcsgraph.memory import stack_slices
+
+        host = [to_memory_type(_stack_of(s), MemoryType.NUMPY) for s in sources]
+        stack = stack_slices([host[i][z] for i, z in picks], target, _device_id())
+    except Exception as exc:  # noqa: BLE001
+        return _fail(ctx, exc)
+    timings: dict[str, float] = {}
+    for s in sources:
+        for k, v in s.timings.items():
+            timings[k] = timings.get(k, 0.0) + v / max(len(sources), 1)
+    return StepOutput(stack, {}, timings, [])
+
+
+def _device_id() -> int | None:
+    try:
+        from hcsgraph.gpu import current_device
+    except ImportError:
+        return None
+    return current_device()
+
+
+def _synchronize(memory_type: MemoryType) -> None:
+    if memory_type in (MemoryType.CUPY, MemoryType.TORCH):
+        from hcsgraph.gpu.streams import synchronize_stream
+
+        synchronize_stream(memory_type)
+
+
+# ---------------------------------------------------------------------------------------------
+# steps
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A resolved step for one group: the chain of functions and what the output must look like."""
+
+    chain: tuple[tuple[Callable[..., Any], dict[str, Any]], ...]
+    input_type: MemoryType
+    output_type: MemoryType
+    expected_slices: int
+    special_input_names: tuple[str, ...] = ()
+    cpu_chain: tuple[tuple[Callable[..., Any], dict[str, Any]], ...] | None = None
+    oom_recovery: bool = True
+    scratch_path: str | None = None
+
+
+def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any) -> Any:
+    """Run one step on one group and check the shape contract of what it returns."""
+    failed = _first_failure((data, *special_sources))
+    if failed is not None:
+        return failed
+    start = time.perf_counter()
+    recoveries: list[tuple[str, str]] = list(getattr(data, "recoveries", ()))
+    try:
+        stack = _stack_of(data)
+        in_shape = tuple(int(n) for n in stack.shape)
+        specials_in = {
+            name: src.specials[name]
+            for name, src in zip(call.special_input_names, special_sources, strict=True)
+        }
+        specials_out: dict[str, Any] = {}
+        device = _device_id()
+        for index, (func, kwargs) in enumerate(call.chain):
+            cpu_twin = call.cpu_chain[index] if call.cpu_chain else None
+            stack, produced, recs = _call_function(ctx, func, kwargs, stack, specials_in, cpu_twin, device, call)
+            specials_out.update(produced)
+            recoveries.extend(recs)
+        _check_shape(ctx, stack, in_shape, call.expected_slices)
+        if call.scratch_path is not None:
+            from hcsgraph.io import FileManager
+
+            host = to_memory_type(stack, MemoryType.NUMPY)
+            FileManager().save_array(np.ascontiguousarray(host), call.scratch_path, "zarr", overwrite=True)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(ctx, exc)
+    timings = dict(data.timings)
+    timings[ctx.step] = timings.get(ctx.step, 0.0) + time.perf_counter() - start
+    if call.scratch_path is not None:
+        return ScratchRef(call.scratch_path, specials_out, timings, tuple(recoveries))
+    return StepOutput(stack, specials_out, timings, recoveries)
+
+
+def _call_function(
+    ctx: GroupContext,
+    func: Callable[..., Any],
+    kwargs: dict[str, Any],
+    stack: Any,
+    specials_in: dict[str, Any],
+    cpu_twin: tuple[Callable[..., Any], dict[str, Any]] | None,
+    device: int | None,
+    call: StepCall,
+) -> tuple[Any, dict[str, Any], list[tuple[str, str]]]:
+    from hcsgraph.pipeline.contracts import get_special_inputs
+
+    wanted = get_special_inputs(func)
+    args = dict(kwargs)
+    args.update({name: specials_in[name] for name in wanted})
+    in_type = getattr(func, "input_memory_type", MemoryType.NUMPY)
+    in_type = MemoryType(in_type)
+    stack = to_memory_type(stack, in_type, device)
+    recoveries: list[tuple[str, str]] = []
+    if in_type is MemoryType.NUMPY or not call.oom_recovery or not getattr(func, "oom_recovery", True):
+        result = func(stack, **args)
+    else:
+        from hcsgraph.gpu.oom import run_with_oom_recovery
+        from hcsgraph.gpu.streams import task_stream
+
+        cpu_func = None
+        if cpu_twin is not None:
+            twin, twin_kwargs = cpu_twin
+
+            def cpu_func(host_stack: Any, **_: Any) -> Any:
+                return twin(to_memory_type(host_stack, MemoryType.NUMPY), **{**twin_kwargs, **{
+                    n: specials_in[n] for n in get_special_inputs(twin)}})
+
+        with task_stream(in_type, device):
+            result, recs = run_with_oom_recovery(
+                func,
+                stack,
+                args,
+                step=ctx.step,
+                well=ctx.well,
+                memory_type=in_type,
+                cpu_func=cpu_func,
+                splittable=getattr(func, "oom_splittable", True),
+                device_id=device,
+            )
+        recoveries = [(r.kind, r.action) for r in recs]
+    declared = get_special_outputs(func)
+    produced: dict[str, Any] = {}
+    if declared:
+        if not isinstance(result, tuple) or len(result) != 1 + len(declared):
+            raise StepExecutionError(
+                ctx.step,
+                ctx.well,
+                f"{func.__name__} declares special outputs {list(declared)} and must return "
+                f"(image, {', '.join(declared)}); it returned {type(result).__name__}",
+                group=ctx.group,
+            )
+        result, *values = result
+        produced = dict(zip(declared, values, strict=True))
+    return result, produced, recoveries
+
+
+def _check_shape(ctx: GroupContext, stack: Any, in_shape: tuple[int, ...], expected: int) -> None:
+    shape = tuple(int(n) for n in getattr(stack, "shape", ()))
+    if len(shape) != 3:
+        raise StepExecutionError(
+            ctx.step, ctx.well, f"returned an array of shape {shape}; steps must return a [Z, Y, X] stack",
+            group=ctx.group,
+        )
+    if shape[0] != expected or shape[1:] != in_shape[1:]:
+        raise StepExecutionError(
+            ctx.step,
+            ctx.well,
+            f"returned shape {shape} for an input of shape {in_shape}; expected ({expected}, "
+            f"{in_shape[1]}, {in_shape[2]})",
+            group=ctx.group,
+        )
+
+
+def extract_special(ctx: GroupContext, data: Any, name: str, planes: tuple[tuple[Any, ...], ...] = ()) -> Any:
+    """One special output of a step for one group (small: it travels to the client).
+
+    A list of per-slice records (dicts with ``slice_index``) gets the plate coordinates of each
+    slice added (site, channel, z, t), so tables join straight onto the plate index.
+    """
+    if isinstance(data, Failure):
+        return data
+    value = data.specials[name]
+    if planes and isinstance(value, list) and all(isinstance(v, dict) and "slice_index" in v for v in value):
+        value = [
+            {**dict(zip(("site", "channel", "z", "t"), planes[v["slice_index"]][1:], strict=True)), **v}
+            if 0 <= v["slice_index"] < len(planes) else dict(v)
+            for v in value
+        ]
+    return value
+
+
+def materialize_special(ctx: GroupContext, value: Any, materializer: Callable[..., str], path: str) -> Any:
+    """Write a special output through its materializer; returns the path it wrote."""
+    if isinstance(value, Failure):
+        return value
+    from hcsgraph.io import FileManager
+
+    try:
+        return materializer(value, path, FileManager())
+    except Exception as exc:  # noqa: BLE001
+        return _fail(ctx, exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# writes
+
+
+@dataclass(frozen=True)
+class PlaneTarget:
+    """Where one output plane goes: an OME-Zarr plane (indices 0-based) or a TIFF path."""
+
+    field: int
+    t: int
+    c: int
+    z: int
+    tiff_path: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """How a group's final stack is written."""
+
+    backend: str  # "zarr" or "disk"
+    store: str
+    targets: tuple[PlaneTarget, ...]
+    dtype: str
+    n_levels: int = 1
+
+
+@dataclass(frozen=True)
+class WriteReceipt:
+    """What a write task wrote, and how long each step took for its group."""
+
+    planes: int
+    timings: dict[str, float]
+    recoveries: tuple[tuple[str, str], ...]
+
+
+def write_group(ctx: GroupContext, spec: WriteSpec, data: Any) -> WriteReceipt | Failure:
+    """Write a group's final stack straight to the output store."""
+    if isinstance(data, Failure):
+        return data
+    start = time.perf_counter()
+    try:
+        stack = np.asarray(to_memory_type(_stack_of(data), MemoryType.NUMPY))
+        if stack.dtype != np.dtype(spec.dtype):
+            raise StepExecutionError(
+                ctx.step,
+                ctx.well,
+                f"the final stack is {stack.dtype} but the output was planned as {spec.dtype}; "
+                "set output_dtype= on the last step that changes the dtype",
+                group=ctx.group,
+            )
+        if spec.backend == "zarr":
+            from hcsgraph.io.omezarr import write_plane
+
+            for target, plane in zip(spec.targets, stack, strict=True):
+                write_plane(spec.store, ctx.well, target.field, target.t, target.c, target.z, plane,
+                            n_levels=spec.n_levels)
+        else:
+            from hcsgraph.io import FileManager
+
+            fm = FileManager()
+            for target, plane in zip(spec.targets, stack, strict=True):
+                fm.save_array(np.ascontiguousarray(plane), target.tiff_path, "disk", overwrite=True)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(ctx, exc)
+    timings = dict(data.timings)
+    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - start
+    return WriteReceipt(len(spec.targets), timings, tuple(getattr(data, "recoveries", ())))
+
+
+# ---------------------------------------------------------------------------------------------
+# completion
+
+
+@dataclass
+class WellStatus:
+    """How one well ended."""
+
+    well: str
+    status: str  # "complete", "failed" or "skipped"
+    seconds: dict[str, float] = field(default_factory=dict)
+    planes: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    specials: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+    materialized: dict[str, list[str]] = field(default_factory=dict)
+    recoveries: list[tuple[str, str]] = field(default_factory=list)
+
+
+def finalize_well(
+    ctx: GroupContext,
+    marker_path: str,
+    receipts: list[Any],
+    specials: list[tuple[str, str, Any]],
+    materialized: list[tuple[str, Any]],
+) -> WellStatus:
+    """Mark a well complete once every write of it has landed (an atomic marker file)."""
+    status = WellStatus(ctx.well, "complete")
+    for item in [*receipts, *(v for _, _, v in specials), *(v for _, v in materialized)]:
+        if isinstance(item, Failure):
+            status.status = "failed"
+            error = {"step": item.step, "group": item.group, "message": item.message, "files": list(item.files)}
+            if error not in status.errors:
+                status.errors.append(error)
+    for receipt in receipts:
+        if isinstance(receipt, WriteReceipt):
+            status.planes += receipt.planes
+            status.recoveries.extend(receipt.recoveries)
+            for step, seconds in receipt.timings.items():
+                status.seconds[step] = status.seconds.get(step, 0.0) + seconds
+    for name, group, value in specials:
+        if not isinstance(value, Failure):
+            status.specials.setdefault(name, []).append((group, value))
+    for name, path in materialized:
+        if not isinstance(path, Failure):
+            status.materialized.setdefault(name, []).append(str(path))
+    if status.status == "complete":
+        write_json_atomic(marker_path, {"well": ctx.well, "status": "complete", "planes": status.planes})
+    return status
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def format_exception(exc: BaseException) -> str:
+    """A one-paragraph traceback for the run report."""
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,0 +1,185 @@
+"""ImageXpress (MetaXpress) plates: an ``.HTD`` file and names like ``Plate_A01_s1_w2_z003_t001.tif``.
+
+Handled: the ``.HTD`` keys (wavelength names, well and site selection, z-steps, time points); an optional
+plate-name prefix; ``_s`` (site), ``_w`` (wavelength, optionally followed by a GUID), ``_z`` and ``_t``
+tokens, each optional (a missing token means 1); ``TimePoint_N`` and ``ZStep_N`` folders; ``_thumb``
+thumbnails are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from hcsgraph.plate.index import (
+    PlateIndex,
+    build_table,
+    find_gaps,
+    is_metadata_file,
+    row_letter,
+    row_number,
+    walk_files,
+)
+
+NAME = "imagexpress"
+
+FILE_RE = re.compile(
+    r"^(?:(?P<prefix>.*?)_)??"
+    r"(?P<well>[A-Za-z]{1,2}\d{1,3})"
+    r"(?:_s(?P<site>\d+))?"
+    r"(?:_w(?P<channel>\d+?)(?P<guid>[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4,12})*)?)?"
+    r"(?:_z(?P<z>\d+))?"
+    r"(?:_t(?P<t>\d+))?"
+    r"\.tiff?$",
+    re.IGNORECASE,
+)
+TIMEPOINT_DIR_RE = re.compile(r"^timepoint_(\d+)$", re.IGNORECASE)
+ZSTEP_DIR_RE = re.compile(r"^zstep_(\d+)$", re.IGNORECASE)
+MAX_ROWS, MAX_COLUMNS = 32, 48  # a 1536-well plate: rows A..AF, columns 1..48
+
+
+def find_htd(root: Path) -> Path | None:
+    """The plate's ``.HTD`` file in ``root`` or one folder below it (e.g. ``TimePoint_1``), if any."""
+    for directory in (root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))):
+        candidates = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".htd" and p.is_file())
+        if candidates:
+            return candidates[0]
+    return None
+
+
+def parse_htd(path: Path) -> dict[str, list[str]]:
+    """The ``.HTD`` key/value lines: ``{"WaveName1": ["DAPI"], "XSites": ["2"], ...}``."""
+    values: dict[str, list[str]] = {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        for line in csv.reader(handle, skipinitialspace=True):
+            if line:
+                values[line[0].strip()] = [v.strip() for v in line[1:]]
+    return values
+
+
+def _int(htd: dict[str, list[str]], key: str, default: int) -> int:
+    try:
+        return int(htd[key][0])
+    except (KeyError, IndexError, ValueError):
+        return default
+
+
+def _flag(htd: dict[str, list[str]], key: str) -> bool:
+    return bool(htd.get(key)) and htd[key][0].upper() == "TRUE"
+
+
+def htd_metadata(htd: dict[str, list[str]]) -> dict:
+    """Channel names, expected wells/sites/z/t and the description from parsed ``.HTD`` values."""
+    channel_names = {}
+    n_waves = _int(htd, "NWavelengths", 1) if _flag(htd, "Waves") or "NWavelengths" in htd else 1
+    for i in range(1, n_waves + 1):
+        if htd.get(f"WaveName{i}"):
+            channel_names[i] = htd[f"WaveName{i}"][0]
+    wells = []
+    for r in range(1, _int(htd, "YWells", 0) + 1):
+        selection = htd.get(f"WellsSelection{r}", [])
+        wells += [f"{row_letter(r)}{c:02d}" for c, flag in enumerate(selection, 1) if flag.upper() == "TRUE"]
+    if _flag(htd, "Sites"):
+        n_sites = sum(
+            flag.upper() == "TRUE" for r in range(1, _int(htd, "YSites", 1) + 1) for flag in htd.get(f"SiteSelection{r}", [])
+        ) or _int(htd, "XSites", 1) * _int(htd, "YSites", 1)
+    else:
+        n_sites = 1
+    return {
+        "channel_names": channel_names,
+        "n_channels": n_waves,
+        "wells": wells,
+        "n_sites": n_sites,
+        "n_z": _int(htd, "ZSteps", 1) if _flag(htd, "ZSeries") or "ZSteps" in htd else 1,
+        "n_t": _int(htd, "TimePoints", 1),
+        "description": (htd.get("Description") or [""])[0],
+    }
+
+
+def parse_name(name: str) -> dict | None:
+    """The well/site/channel/z/t of an ImageXpress file name, or None when it is not one (or a thumbnail)."""
+    if "_thumb" in name.lower():
+        return None
+    match = FILE_RE.match(name)
+    if match is None:
+        return None
+    return match.groupdict()
+
+
+def looks_like(root: Path) -> bool:
+    """True when ``root`` has an ``.HTD`` file, or most of its TIFFs have ImageXpress names with _s or _w."""
+    if find_htd(root) is not None:
+        return True
+    tiffs = [f.rsplit("/", 1)[-1] for f in walk_files(str(root)) if f.lower().endswith((".tif", ".tiff"))]
+    if not tiffs:
+        return False
+    hits = 0
+    for name in tiffs:
+        parts = parse_name(name)
+        hits += parts is not None and (parts["site"] is not None or parts["channel"] is not None)
+    return hits >= 0.5 * len(tiffs)
+
+
+def parse(root: Path) -> PlateIndex:
+    """Index an ImageXpress plate directory."""
+    root = Path(root)
+    htd_path = find_htd(root)
+    meta = htd_metadata(parse_htd(htd_path)) if htd_path else None
+    records, unrecognized, prefixes = [], [], set()
+    for rel in walk_files(str(root)):
+        directory, _, name = rel.rpartition("/")
+        lower = name.lower()
+        if "_thumb" in lower:
+            continue
+        parts = parse_name(name)
+        if parts is None:
+            if not is_metadata_file(name):
+                unrecognized.append(rel)
+            continue
+        row_part = parts["well"].rstrip("0123456789")
+        column = int(parts["well"][len(row_part):])
+        if row_number(row_part) > MAX_ROWS or not 1 <= column <= MAX_COLUMNS:
+            unrecognized.append(rel)
+            continue
+        folder_t = folder_z = None
+        for folder in directory.split("/") if directory else ():
+            if m := TIMEPOINT_DIR_RE.match(folder):
+                folder_t = int(m.group(1))
+            elif m := ZSTEP_DIR_RE.match(folder):
+                folder_z = int(m.group(1))
+        site = int(parts["site"]) if parts["site"] else 1
+        channel = int(parts["channel"]) if parts["channel"] else 1
+        z = int(parts["z"]) if parts["z"] else (folder_z or 1)
+        t = int(parts["t"]) if parts["t"] else (folder_t or 1)
+        if parts["prefix"]:
+            prefixes.add(parts["prefix"])
+        records.append((parts["well"], site, channel, z, t, str(root / rel)))
+    table = build_table(records)
+    gaps = None
+    if meta is not None and not table.empty:
+        observed_z = set(table["z"])
+        gaps = find_gaps(
+            table,
+            wells=meta["wells"] or None,
+            sites=range(1, meta["n_sites"] + 1),
+            channels=range(1, meta["n_channels"] + 1),
+            # A z-series whose files hold one plane each (a projection) does not expect the other steps.
+            z=range(1, meta["n_z"] + 1) if observed_z != {1} else None,
+            t=range(1, meta["n_t"] + 1),
+        )
+    if htd_path is not None:
+        name = htd_path.stem
+    elif len(prefixes) == 1:
+        name = next(iter(prefixes))
+    else:
+        name = root.name
+    return PlateIndex(
+        table,
+        name=name,
+        root=str(root),
+        source_format=NAME,
+        channel_names=meta["channel_names"] if meta else None,
+        unrecognized=unrecognized,
+        gaps=gaps,
+    )

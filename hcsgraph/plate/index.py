@@ -1,0 +1,258 @@
+"""The plate index: one row per image plane, plus plate metadata.
+
+Coordinates are 1-based (site, channel, z, t) as microscopes number them; rows are letters
+('A'..'Z', then 'AA'..'AF' for 1536-well plates) and columns are 1-based integers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from natsort import natsorted
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["row", "column", "well", "site", "channel", "z", "t", "path"]
+DIMENSIONS = ["site", "channel", "z", "t"]
+_WELL_RE = re.compile(r"^([A-Za-z]{1,2})0*(\d{1,3})$")
+
+
+class PlateLayoutError(ValueError):
+    """A directory holds no plate layout that hcsgraph recognises, or its index is invalid."""
+
+
+def row_letter(index: int) -> str:
+    """Row letters from a 1-based row number: 1 → 'A', 26 → 'Z', 27 → 'AA', 32 → 'AF'."""
+    if index < 1:
+        raise ValueError(f"row number {index} must be >= 1")
+    letters = ""
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(ord("A") + rem) + letters
+    return letters
+
+
+def row_number(letters: str) -> int:
+    """The 1-based row number of row letters: 'A' → 1, 'AF' → 32."""
+    number = 0
+    for char in letters.upper():
+        number = number * 26 + ord(char) - ord("A") + 1
+    return number
+
+
+def split_well(well: str) -> tuple[str, int]:
+    """'A01' / 'a1' / 'AF48' → ('A', 1) / ('A', 1) / ('AF', 48); a bad name raises ValueError."""
+    match = _WELL_RE.match(str(well).strip())
+    if not match or int(match.group(2)) < 1:
+        raise ValueError(f"{well!r} is not a well name (expected a row letter and a column number, e.g. 'A01')")
+    return match.group(1).upper(), int(match.group(2))
+
+
+def well_name(row: str | int, column: int) -> str:
+    """The canonical well name: ('A', 1) or (1, 1) → 'A01'."""
+    letters = row_letter(int(row)) if isinstance(row, int | np.integer) or str(row).isdigit() else str(row).upper()
+    return f"{letters}{int(column):02d}"
+
+
+def build_table(records: Iterable[Sequence[Any]]) -> pd.DataFrame:
+    """A sorted index table from ``(well, site, channel, z, t, path)`` records; well names are normalised."""
+    frame = pd.DataFrame(list(records), columns=["well", "site", "channel", "z", "t", "path"])
+    if frame.empty:
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if c in ("row", "well", "path") else np.int64) for c in COLUMNS}
+        )
+    split = {w: split_well(w) for w in frame["well"].unique()}
+    frame["row"] = frame["well"].map(lambda w: split[w][0])
+    frame["column"] = frame["well"].map(lambda w: split[w][1]).astype(np.int64)
+    frame["well"] = frame["well"].map(lambda w: f"{split[w][0]}{split[w][1]:02d}")
+    for dim in DIMENSIONS:
+        frame[dim] = frame[dim].astype(np.int64)
+    frame["path"] = frame["path"].astype(str)
+    frame["_row_n"] = frame["row"].map(row_number)
+    frame = frame.sort_values(["_row_n", "column", "site", "t", "channel", "z", "path"], kind="stable")
+    return frame.drop(columns="_row_n")[COLUMNS].reset_index(drop=True)
+
+
+def find_gaps(
+    table: pd.DataFrame,
+    *,
+    wells: Iterable[str] | None = None,
+    sites: Iterable[int] | None = None,
+    channels: Iterable[int] | None = None,
+    z: Iterable[int] | None = None,
+    t: Iterable[int] | None = None,
+) -> pd.DataFrame:
+    """Planes expected but absent: the product of the expected wells/sites/channels/z/t minus the table.
+
+    Each argument defaults to the values seen in the table (so a gap is a hole in the product).
+    """
+    expected = {
+        "well": natsorted(set(wells) | set(table["well"])) if wells is not None else natsorted(table["well"].unique()),
+        "site": sorted(set(sites) if sites is not None else set(table["site"])),
+        "channel": sorted(set(channels) if channels is not None else set(table["channel"])),
+        "z": sorted(set(z) if z is not None else set(table["z"])),
+        "t": sorted(set(t) if t is not None else set(table["t"])),
+    }
+    keys = ["well", *DIMENSIONS]
+    if table.empty and not expected["well"]:
+        return pd.DataFrame(columns=keys)
+    full = pd.MultiIndex.from_product([expected[k] for k in keys], names=keys)
+    present = pd.MultiIndex.from_frame(table[keys])
+    missing = full.difference(present)
+    return missing.to_frame(index=False).astype({d: np.int64 for d in DIMENSIONS}).reset_index(drop=True)
+
+
+class PlateIndex:
+    """Every image plane of a plate, and the plate's metadata.
+
+    ``table`` has the columns row (str), column (int), well ('A01'), site, channel, z, t (1-based ints)
+    and path (a file path, or for OME-Zarr input a plane reference ``<array>#t=0,c=1,z=0`` that
+    :func:`hcsgraph.plate.reader.read_plane` reads). ``gaps`` lists the planes the layout expected but
+    did not find; ``unrecognized`` the files the parser could not place. Image shape and dtype are
+    read from one file on first access. The object is small and picklable.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        *,
+        name: str,
+        root: str,
+        source_format: str,
+        channel_names: dict[int, str] | None = None,
+        pixel_size_um: float | None = None,
+        unrecognized: Sequence[str] = (),
+        gaps: pd.DataFrame | None = None,
+        image_shape: tuple[int, int] | None = None,
+        dtype: np.dtype | str | None = None,
+    ) -> None:
+        missing = [c for c in COLUMNS if c not in table.columns]
+        if missing:
+            raise PlateLayoutError(f"plate index of {root} lacks the columns {missing}")
+        self.table = table[COLUMNS].reset_index(drop=True)
+        self.name = name
+        self.root = str(root)
+        self.source_format = source_format
+        channels = sorted(int(c) for c in self.table["channel"].unique())
+        names = dict(channel_names or {})
+        self.channel_names = {c: names.get(c, f"channel_{c}") for c in channels} | names
+        self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
+        self.unrecognized = list(unrecognized)
+        self.gaps = find_gaps(self.table) if gaps is None else gaps.reset_index(drop=True)
+        self._image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
+        self._dtype = None if dtype is None else np.dtype(dtype)
+        if self.unrecognized:
+            shown = ", ".join(self.unrecognized[:5]) + (" ..." if len(self.unrecognized) > 5 else "")
+            log.warning("%s: %d file(s) not recognised as %s images: %s",
+                        self.root, len(self.unrecognized), source_format, shown)
+        if len(self.gaps):
+            log.warning("%s: %d expected plane(s) missing (see PlateIndex.gaps)", self.root, len(self.gaps))
+
+    # -- lazy image properties -------------------------------------------------------------
+    def _read_info(self) -> None:
+        from hcsgraph.plate.reader import plane_info
+
+        if self.table.empty:
+            raise PlateLayoutError(f"plate {self.root} has no images to read a shape from")
+        self._image_shape, self._dtype = plane_info(self.table["path"].iloc[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(Y, X) of one plane, read from the first file on first access."""
+        if self._image_shape is None:
+            self._read_info()
+        return self._image_shape  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The pixel dtype, read from the first file on first access."""
+        if self._dtype is None:
+            self._read_info()
+        return self._dtype  # type: ignore[return-value]
+
+    # -- plate geometry --------------------------------------------------------------------
+    @property
+    def wells(self) -> list[str]:
+        """Wells with at least one image, naturally sorted ('A02' before 'A10', 'Z01' before 'AA01')."""
+        return sorted(self.table["well"].unique(), key=lambda w: (row_number(split_well(w)[0]), split_well(w)[1]))
+
+    @property
+    def rows(self) -> list[str]:
+        """Row letters in use, in plate order."""
+        return sorted(self.table["row"].unique(), key=row_number)
+
+    @property
+    def columns(self) -> list[int]:
+        """Column numbers in use, ascending."""
+        return sorted(int(c) for c in self.table["column"].unique())
+
+    @property
+    def sites(self) -> list[int]:
+        return sorted(int(v) for v in self.table["site"].unique())
+
+    @property
+    def channels(self) -> list[int]:
+        return sorted(int(v) for v in self.table["channel"].unique())
+
+    @property
+    def z_planes(self) -> list[int]:
+        return sorted(int(v) for v in self.table["z"].unique())
+
+    @property
+    def timepoints(self) -> list[int]:
+        return sorted(int(v) for v in self.table["t"].unique())
+
+    def select(self, **criteria: Any) -> pd.DataFrame:
+        """Rows of the table matching ``column=value`` (or a list of values), e.g. ``select(well="A01")``."""
+        mask = np.ones(len(self.table), dtype=bool)
+        for key, value in criteria.items():
+            if key not in self.table.columns:
+                raise KeyError(f"{key!r} is not an index column; expected one of {COLUMNS}")
+            values = value if isinstance(value, list | tuple | set) else [value]
+            mask &= self.table[key].isin(values).to_numpy()
+        return self.table[mask]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self._image_shape)) if self._image_shape else "?"
+        return (
+            f"PlateIndex({self.name!r}, format={self.source_format}, planes={len(self)}, wells={len(self.wells)}, "
+            f"sites={len(self.sites)}, channels={[self.channel_names.get(c) for c in self.channels]}, "
+            f"z={len(self.z_planes)}, t={len(self.timepoints)}, shape={shape}, "
+            f"gaps={len(self.gaps)}, unrecognized={len(self.unrecognized)}, root={self.root!r})"
+        )
+
+
+# Files that sit beside images and are not images themselves: never reported as unrecognised.
+METADATA_SUFFIXES = (".htd", ".xml", ".csv", ".json", ".txt", ".log", ".db", ".md", ".ini", ".xsd", ".dtd")
+
+
+def walk_files(root: str) -> list[str]:
+    """Every regular file under ``root`` as a '/'-separated relative path; hidden entries skipped."""
+    found: list[str] = []
+    stack = [("", root)]
+    while stack:
+        rel, directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                rel_name = f"{rel}{entry.name}"
+                if entry.is_dir():
+                    stack.append((rel_name + "/", entry.path))
+                elif entry.is_file():
+                    found.append(rel_name)
+    return found
+
+
+def is_metadata_file(name: str) -> bool:
+    """True for sidecar files (index XML, .HTD, CSV/JSON tables, text) that are not images."""
+    return name.lower().endswith(METADATA_SUFFIXES)

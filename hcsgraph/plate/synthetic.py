@@ -1,0 +1,314 @@
+"""Synthetic plates of nuclei-like objects with a known count in every image.
+
+Each (well, site) holds a set of non-overlapping nuclei (soft-edged ellipses of varied size and
+brightness); every channel, z-plane and time point of that site shows the same nuclei (fainter and
+softer away from the middle plane, dimmer in later channels), on an offset background with a gentle
+gradient, with Poisson noise. The number of nuclei differs from well to well. The ground truth
+(one row per image: well, site, channel, z, t, path, count) is written beside the images as
+``ground_truth.csv`` and ``ground_truth.json``. The same seed gives the same plate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from hcsgraph.plate.index import PlateIndex, row_letter, row_number, split_well
+
+LAYOUTS = ("imagexpress", "operaphenix")
+PLATE_FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
+GROUND_TRUTH_CSV = "ground_truth.csv"
+GROUND_TRUTH_JSON = "ground_truth.json"
+
+
+@dataclass(frozen=True)
+class SyntheticPlate:
+    """A generated plate: its directory, layout and per-image ground truth."""
+
+    path: Path
+    layout: str
+    ground_truth: pd.DataFrame
+    channel_names: dict[int, str]
+    pixel_size_um: float
+
+    @property
+    def index(self) -> PlateIndex:
+        """The plate opened with :func:`hcsgraph.plate.open_plate`."""
+        from hcsgraph.plate import open_plate
+
+        return open_plate(self.path)
+
+    def counts(self) -> pd.DataFrame:
+        """One row per (well, site): the true number of nuclei."""
+        return self.ground_truth.groupby(["well", "site"], as_index=False)["count"].first()
+
+
+@dataclass(frozen=True)
+class _Nuclei:
+    y: np.ndarray
+    x: np.ndarray
+    ry: np.ndarray
+    rx: np.ndarray
+    angle: np.ndarray
+    brightness: np.ndarray
+
+
+def plate_wells(plate_format: int, n_wells: int | None = None, wells: Sequence[str] | None = None) -> list[str]:
+    """The wells to generate: ``wells`` checked against the plate format, or the first ``n_wells``."""
+    if plate_format not in PLATE_FORMATS:
+        raise ValueError(f"plate_format={plate_format!r}: expected one of {sorted(PLATE_FORMATS)}")
+    n_rows, n_cols = PLATE_FORMATS[plate_format]
+    if n_wells is not None:
+        if not 1 <= n_wells <= n_rows * n_cols:
+            raise ValueError(f"n_wells={n_wells} must be 1..{n_rows * n_cols} for a {plate_format}-well plate")
+        return [f"{row_letter(i // n_cols + 1)}{i % n_cols + 1:02d}" for i in range(n_wells)]
+    out = []
+    for well in wells or ():
+        row, col = split_well(well)
+        if row_number(row) > n_rows or col > n_cols:
+            raise ValueError(f"well {well!r} is outside a {plate_format}-well plate")
+        out.append(f"{row}{col:02d}")
+    if not out:
+        raise ValueError("give wells=[...] or n_wells=N")
+    return out
+
+
+def _place_nuclei(rng: np.random.Generator, shape: tuple[int, int], target: int, radius: float) -> _Nuclei:
+    """Up to ``target`` ellipses whose bounding circles stay apart (rejection sampling)."""
+    h, w = shape
+    gap = max(2.0, 0.3 * radius)
+    ys, xs, rs = [], [], []
+    candidates = rng.uniform(size=(target * 30, 3))
+    for cy, cx, cr in candidates:
+        r = radius * (0.7 + 0.6 * cr)
+        y = r + 1 + cy * (h - 2 * r - 2)
+        x = r + 1 + cx * (w - 2 * r - 2)
+        if ys:
+            d = np.hypot(np.asarray(ys) - y, np.asarray(xs) - x)
+            if np.any(d < np.asarray(rs) + r + gap):
+                continue
+        ys.append(y)
+        xs.append(x)
+        rs.append(r)
+        if len(ys) == target:
+            break
+    n = len(ys)
+    r = np.asarray(rs)
+    aspect = rng.uniform(0.75, 1.0, n)
+    return _Nuclei(np.asarray(ys), np.asarray(xs), r, r * aspect, rng.uniform(0, np.pi, n), rng.uniform(0.6, 1.4, n))
+
+
+def _render(
+    nuclei: _Nuclei, shape: tuple[int, int], *, peak: float, background: float, edge: float,
+    rng: np.random.Generator, gradient: tuple[float, float],
+) -> np.ndarray:
+    """Expected photon counts: background with a gentle gradient plus soft-edged nuclei, each in its own window."""
+    h, w = shape
+    yy = np.linspace(-0.5, 0.5, h)[:, None]
+    xx = np.linspace(-0.5, 0.5, w)[None, :]
+    image = background * (1.0 + gradient[0] * yy + gradient[1] * xx)
+    image = np.broadcast_to(image, shape).astype(np.float64)
+    for y, x, ry, rx, angle, bright in zip(nuclei.y, nuclei.x, nuclei.ry, nuclei.rx, nuclei.angle,
+                                           nuclei.brightness, strict=True):
+        half = int(np.ceil(max(ry, rx) + 4 * edge)) + 1
+        y0, y1 = max(0, int(y) - half), min(h, int(y) + half + 1)
+        x0, x1 = max(0, int(x) - half), min(w, int(x) + half + 1)
+        dy = np.arange(y0, y1)[:, None] - y
+        dx = np.arange(x0, x1)[None, :] - x
+        cos, sin = np.cos(angle), np.sin(angle)
+        u = (dy * cos + dx * sin) / ry
+        v = (-dy * sin + dx * cos) / rx
+        dist = (np.sqrt(u * u + v * v) - 1.0) * min(ry, rx)  # signed distance to the rim, in pixels
+        texture = 1.0 + 0.08 * rng.standard_normal(dist.shape)
+        image[y0:y1, x0:x1] += peak * bright * texture / (1.0 + np.exp(dist / edge))
+    return image
+
+
+def _to_dtype(expected: np.ndarray, dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Poisson noise: exact draws below 30 expected counts, the normal approximation above (much faster)."""
+    lam = np.clip(expected, 0, None)
+    noisy = np.rint(lam + np.sqrt(lam) * rng.standard_normal(lam.shape, dtype=np.float32))
+    low = lam < 30
+    if low.any():
+        noisy[low] = rng.poisson(lam[low])
+    np.clip(noisy, 0, None, out=noisy)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(noisy, info.min, info.max).astype(dtype)
+    return noisy.astype(dtype)
+
+
+def _levels(dtype: np.dtype) -> tuple[float, float]:
+    """(background, nucleus peak) in expected counts, sized to the dtype's range."""
+    if np.issubdtype(dtype, np.integer) and np.iinfo(dtype).max <= 255:
+        return 12.0, 120.0
+    return 100.0, 900.0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def make_plate(
+    path: str | os.PathLike,
+    *,
+    layout: str = "imagexpress",
+    wells: Sequence[str] | None = None,
+    n_wells: int | None = None,
+    sites: int = 4,
+    channels: int = 2,
+    z: int = 1,
+    t: int = 1,
+    size: tuple[int, int] | int = (512, 512),
+    dtype: str | np.dtype = "uint16",
+    seed: int = 0,
+    plate_format: int = 96,
+    plate_name: str = "SynthPlate",
+    pixel_size_um: float = 0.65,
+    channel_names: Sequence[str] | None = None,
+) -> SyntheticPlate:
+    """Write a synthetic plate to ``path`` (a new or empty directory) and return it with its ground truth.
+
+    ``layout`` is ``"imagexpress"`` (``<name>.HTD``, ``TimePoint_<t>[/ZStep_<z>]/<name>_A01_s1_w1.tif``) or
+    ``"operaphenix"`` (``Images/Index.idx.xml``, ``Images/r01c01f01p01-ch1sk1fk1fl1.tiff``). Wells default
+    to ``("A01", "A02")``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
+    if wells is None and n_wells is None:
+        wells = ("A01", "A02")
+    well_list = plate_wells(plate_format, n_wells, wells)
+    for label, value in (("sites", sites), ("channels", channels), ("z", z), ("t", t)):
+        if int(value) < 1:
+            raise ValueError(f"{label}={value} must be >= 1")
+    shape = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if min(shape) < 16:
+        raise ValueError(f"size={size} is too small; use at least 16x16 pixels")
+    dtype = np.dtype(dtype)
+    names = list(channel_names) if channel_names else [("DAPI", "GFP", "RFP", "Cy5")[c] if c < 4 else f"ch{c + 1}"
+                                                         for c in range(channels)]
+    if len(names) != channels:
+        raise ValueError(f"channel_names has {len(names)} names for {channels} channels")
+    root = Path(path)
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and is not empty; synthetic plates are written to a new directory")
+    root.mkdir(parents=True, exist_ok=True)
+    image_dir = root / "Images" if layout == "operaphenix" else root
+    image_dir.mkdir(exist_ok=True)
+
+    rng = np.random.default_rng(seed)
+    radius = max(3.0, min(shape) / 40.0)
+    capacity = max(3, int(0.12 * shape[0] * shape[1] / (np.pi * radius * radius)))
+    background, peak = _levels(dtype)
+    mid_z = (z - 1) / 2.0
+    records = []
+    for well in well_list:
+        density = rng.uniform(0.35, 1.0)  # nuclei per well vary, as a treatment would make them
+        for site in range(1, sites + 1):
+            target = max(1, int(round(capacity * density * rng.uniform(0.85, 1.15))))
+            nuclei = _place_nuclei(rng, shape, target, radius)
+            gradient = tuple(rng.uniform(-0.25, 0.25, 2))
+            for tp in range(1, t + 1):
+                for c in range(1, channels + 1):
+                    for zp in range(1, z + 1):
+                        defocus = abs(zp - 1 - mid_z)
+                        expected = _render(
+                            nuclei, shape,
+                            peak=peak * (1.0 - 0.15 * (c - 1)) / (1.0 + 0.15 * defocus),
+                            background=background, edge=0.8 + 0.5 * defocus, rng=rng, gradient=gradient,
+                        )
+                        image = _to_dtype(expected, dtype, rng)
+                        file_path = _image_path(image_dir, layout, plate_name, well, site, c, zp, tp, z)
+                        file_path.parent.mkdir(parents=True, exist_ok=True)
+                        tifffile.imwrite(file_path, image)
+                        records.append((well, site, c, zp, tp, str(file_path), len(nuclei.y)))
+    truth = pd.DataFrame(records, columns=["well", "site", "channel", "z", "t", "path", "count"])
+    channel_map = {i: n for i, n in enumerate(names, 1)}
+    if layout == "imagexpress":
+        _write_htd(root / f"{plate_name}.HTD", plate_name, well_list, plate_format, sites, names, z, t)
+    else:
+        _write_phenix_index(image_dir / "Index.idx.xml", plate_name, truth, plate_format, names, pixel_size_um, shape)
+    _write_atomic(root / GROUND_TRUTH_JSON, json.dumps({
+        "plate": plate_name, "layout": layout, "seed": seed, "size": list(shape), "dtype": dtype.name,
+        "channel_names": channel_map, "pixel_size_um": pixel_size_um, "images": truth.to_dict(orient="records"),
+    }, indent=1))
+    _write_atomic(root / GROUND_TRUTH_CSV, truth.to_csv(index=False))
+    return SyntheticPlate(root, layout, truth, channel_map, pixel_size_um)
+
+
+def _image_path(image_dir: Path, layout: str, plate: str, well: str, site: int, channel: int, zp: int, tp: int,
+                n_z: int) -> Path:
+    if layout == "imagexpress":
+        folder = image_dir / f"TimePoint_{tp}"
+        if n_z > 1:
+            folder = folder / f"ZStep_{zp}"
+        return folder / f"{plate}_{well}_s{site}_w{channel}.tif"
+    row, col = split_well(well)
+    return image_dir / f"r{row_number(row):02d}c{col:02d}f{site:02d}p{zp:02d}-ch{channel}sk{tp}fk1fl1.tiff"
+
+
+def _write_htd(path: Path, plate: str, wells: list[str], plate_format: int, sites: int, names: list[str],
+               n_z: int, n_t: int) -> None:
+    n_rows, n_cols = PLATE_FORMATS[plate_format]
+    chosen = {split_well(w) for w in wells}
+    x_sites = int(np.ceil(np.sqrt(sites)))
+    y_sites = int(np.ceil(sites / x_sites))
+    lines = ['"HTSInfoFile", Version 1.0', f'"Description", "{plate}"', f'"TimePoints", {n_t}',
+             f'"ZSeries", {"TRUE" if n_z > 1 else "FALSE"}', f'"ZSteps", {n_z}',
+             f'"XWells", {n_cols}', f'"YWells", {n_rows}']
+    for r in range(1, n_rows + 1):
+        flags = ", ".join("TRUE" if (row_letter(r), c) in chosen else "FALSE" for c in range(1, n_cols + 1))
+        lines.append(f'"WellsSelection{r}", {flags}')
+    lines += [f'"Sites", {"TRUE" if sites > 1 else "FALSE"}', f'"XSites", {x_sites}', f'"YSites", {y_sites}']
+    for r in range(y_sites):
+        flags = ", ".join("TRUE" if r * x_sites + c < sites else "FALSE" for c in range(x_sites))
+        lines.append(f'"SiteSelection{r + 1}", {flags}')
+    lines += ['"Waves", TRUE', f'"NWavelengths", {len(names)}']
+    for i, name in enumerate(names, 1):
+        lines += [f'"WaveName{i}", "{name}"', f'"WaveCollect{i}", 1']
+    lines += [f'"UniquePlateIdentifier", "{plate}"', '"EndFile"']
+    _write_atomic(path, "\r\n".join(lines) + "\r\n")
+
+
+def _write_phenix_index(path: Path, plate: str, truth: pd.DataFrame, plate_format: int, names: list[str],
+                        pixel_size_um: float, shape: tuple[int, int]) -> None:
+    n_rows, n_cols = PLATE_FORMATS[plate_format]
+    resolution = f"{pixel_size_um * 1e-6:.6E}"
+    wells = sorted({split_well(w) for w in truth["well"]}, key=lambda rc: (row_number(rc[0]), rc[1]))
+    parts = ['<?xml version="1.0" encoding="utf-8"?>',
+             '<EvaluationInputData xmlns="http://www.perkinelmer.com/PEHH/HarmonyV6" Version="2">',
+             f"<Plates><Plate><PlateID>{escape(plate)}</PlateID><Name>{escape(plate)}</Name>"
+             f"<PlateRows>{n_rows}</PlateRows><PlateColumns>{n_cols}</PlateColumns></Plate></Plates>",
+             "<Wells>"]
+    parts += [f"<Well><id>{row_number(r):02d}{c:02d}</id><Row>{row_number(r)}</Row><Col>{c}</Col></Well>"
+              for r, c in wells]
+    parts.append("</Wells><Maps><Map>")
+    parts += [f'<Entry ChannelID="{i}"><ChannelID>{i}</ChannelID><ChannelName>{escape(n)}</ChannelName>'
+              f'<ImageResolutionX Unit="m">{resolution}</ImageResolutionX>'
+              f'<ImageResolutionY Unit="m">{resolution}</ImageResolutionY>'
+              f"<ImageSizeX>{shape[1]}</ImageSizeX><ImageSizeY>{shape[0]}</ImageSizeY></Entry>"
+              for i, n in enumerate(names, 1)]
+    parts.append("</Map></Maps><Images>")
+    for rec in truth.itertuples(index=False):
+        r, c = split_well(rec.well)
+        parts.append(
+            f'<Image Version="1"><id>{row_number(r):02d}{c:02d}K{rec.t}F{rec.site}P{rec.z}R{rec.channel}</id>'
+            f"<URL>{Path(rec.path).name}</URL><Row>{row_number(r)}</Row><Col>{c}</Col>"
+            f"<FieldID>{rec.site}</FieldID><PlaneID>{rec.z}</PlaneID><TimepointID>{rec.t - 1}</TimepointID>"
+            f"<ChannelID>{rec.channel}</ChannelID><ChannelName>{escape(names[rec.channel - 1])}</ChannelName>"
+            f'<ImageResolutionX Unit="m">{resolution}</ImageResolutionX></Image>'
+        )
+    parts.append("</Images></EvaluationInputData>")
+    _write_atomic(path, "\n".join(parts) + "\n")
