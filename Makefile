@@ -19,13 +19,15 @@ test-deps: $(PY) opencl
 	$(PIP) install "torch==2.13.0"
 	$(PIP) install -e ".[all]"
 
-# Debian's OpenCL runtime (PoCL) so that the pyclesperanto tests run for real.
+# Debian packages for the tests: PoCL (an OpenCL runtime, so that the pyclesperanto tests run
+# for real) and graphviz (for PipelineGraph.visualize). Installed only when running as root.
+SYSTEM_PACKAGES := pocl-opencl-icd ocl-icd-libopencl1 graphviz
 opencl:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	  if ! dpkg -s pocl-opencl-icd ocl-icd-libopencl1 >/dev/null 2>&1; then \
-	    echo "installing pocl-opencl-icd ocl-icd-libopencl1"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd ocl-icd-libopencl1) \
-	      || echo "warning: could not install PoCL; OpenCL tests will skip"; \
+	  if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+	    echo "installing $(SYSTEM_PACKAGES)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \
+	      || echo "warning: could not install $(SYSTEM_PACKAGES); the OpenCL and visualize tests will skip"; \
 	  fi; \
 	fi
 

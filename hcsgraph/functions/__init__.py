@@ -51,10 +51,32 @@ _BUILTINS: dict[str, tuple[Callable[..., Any], ...]] = {
     "count_cells": (measure.count_cells,),
 }
 
+
+def _float_for_integers(dtype: Any) -> Any:
+    """Mean projections: float32 for integer/bool input, the float dtype otherwise."""
+    import numpy as np
+
+    return dtype if np.issubdtype(np.dtype(dtype), np.floating) else np.dtype("float32")
+
+
+# What each built-in returns, so that a pipeline's output dtype is known before it runs:
+# name -> (output dtype rule for numpy/torch, rule for pyclesperanto).
+_OUTPUT_DTYPES: dict[str, tuple[Any, Any]] = {
+    "threshold_otsu": ("bool", "uint8"),
+    "binary_opening": ("bool", "uint8"),
+    "label": ("int32", "int32"),
+    "mean_projection": (_float_for_integers, "float32"),
+}
+_REDUCES_STACK = {"max_projection", "mean_projection"}
+
 for _name, _versions in _BUILTINS.items():
     for _func in _versions:
+        _numpy_rule, _cle_rule = _OUTPUT_DTYPES.get(_name, ("same", "same"))
+        _is_cle = str(getattr(_func, "input_memory_type", "")) == "pyclesperanto"
+        _func.output_dtype = _cle_rule if _is_cle else _numpy_rule
+        _func.reduces_stack = _name in _REDUCES_STACK
         registry.register(_name, _func)
-del _name, _versions, _func
+del _name, _versions, _func, _numpy_rule, _cle_rule, _is_cle
 
 
 def register(

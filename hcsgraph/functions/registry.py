@@ -99,6 +99,11 @@ class FunctionRegistry:
             entry.description = _first_line(func)
         return func
 
+    def unregister(self, name: str) -> None:
+        """Remove every version of ``name``."""
+        self._entry(name)
+        del self._entries[name]
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._entries)

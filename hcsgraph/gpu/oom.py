@@ -433,4 +433,6 @@ def run_with_oom_recovery(
     asked = requested_bytes(last)
     if asked is None:
         asked = array_nbytes(stack)
-    raise GPUOutOfMemoryError(step, well, asked, kind, f"{why_not}; no CPU fallback") from last
+    # Not chained: some frameworks' errors (OpenCL's) cannot travel from a worker to the client.
+    last_error = f"{type(last).__name__}: {str(last)[:300]}"
+    raise GPUOutOfMemoryError(step, well, asked, kind, f"{why_not}; no CPU fallback; last error: {last_error}") from None

@@ -37,6 +37,7 @@ import zarr
 from zarr.core.group import GroupMetadata
 
 from hcsgraph.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
+from hcsgraph.plate.index import row_number, split_well
 
 AXES = ("t", "c", "z", "y", "x")
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
@@ -52,8 +53,6 @@ COMPLETE_KEY = "hcsgraph"
 
 def well_path(well: str) -> str:
     """The group path of a well: 'A01' → 'A/1'."""
-    from hcsgraph.plate.index import split_well
-
     row, column = split_well(well)
     return f"{row}/{column}"
 
@@ -106,7 +105,7 @@ def plan_chunks(shape_tczyx: tuple[int, ...], dtype: np.dtype, config: ZarrConfi
         return (1, 1, z, y, x), None
     if y * x * itemsize <= config.max_chunk_bytes:
         return (1, 1, 1, y, x), None
-    side = 64
+    side = 16
     while (2 * side) ** 2 * itemsize <= config.max_chunk_bytes:
         side *= 2
     ty, tx = min(y, side), min(x, side)
@@ -226,8 +225,6 @@ def create_plate(
     ``shape_tczyx`` is the full-resolution shape of every field. An existing ``path`` raises
     ``FileExistsError`` unless ``overwrite=True``, which replaces it only once the new plate is complete.
     """
-    from hcsgraph.plate.index import row_number, split_well
-
     config = zarr_config or ZarrConfig()
     version = config.ome_zarr_version
     target = Path(path)

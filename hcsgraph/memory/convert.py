@@ -182,6 +182,9 @@ def _torch_from_host(array: np.ndarray, gpu_id: int | None) -> Any:
 
 def _torch_from_dlpack(data: Any, gpu_id: int | None) -> Any:
     torch = import_library(MemoryType.TORCH)
+    if any(stride < 0 for stride in getattr(data, "strides", None) or ()):
+        # torch aborts the process on negative DLPack strides instead of raising.
+        raise BufferError("torch cannot import negative strides through DLPack")
     return _torch_place(torch.from_dlpack(data), gpu_id)
 
 

@@ -7,10 +7,12 @@ pyclesperanto: hcsgraph uses ``pyclesperanto`` (>= 0.25) when it is installed an
 ``pyclesperanto_prototype`` (0.24.4); set ``HCSGRAPH_PYCLESPERANTO=pyclesperanto_prototype`` to
 prefer the prototype. Both packages' arrays are recognised as ``MemoryType.PYCLESPERANTO``.
 
-Import order: with the PoCL OpenCL runtime, initialising OpenCL after TensorFlow has been imported
-crashes the process (TensorFlow's bundled LLVM clashes with PoCL's). :func:`import_library`
-therefore builds a first OpenCL kernel before it imports TensorFlow, and refuses with a clear
-``RuntimeError`` to start OpenCL on PoCL after something else imported TensorFlow first.
+Import order: with the PoCL OpenCL runtime (OpenCL on the CPU), starting OpenCL after TensorFlow
+has been imported crashes the process, and OpenCL kernels built after both jax and TensorFlow
+were loaded fail with "unknown target CPU" (their bundled LLVM copies clash with PoCL's).
+:func:`import_library` therefore starts OpenCL (builds a first kernel) before it imports
+TensorFlow or jax, and refuses with a clear ``RuntimeError`` to start OpenCL on PoCL after
+something else imported TensorFlow first.
 """
 
 from __future__ import annotations
@@ -141,15 +143,16 @@ def _import_pyclesperanto() -> ModuleType:
         return cle
 
 
-def _import_tensorflow() -> ModuleType:
+def _import_llvm_library(name: str) -> ModuleType:
+    """Import tensorflow or jax (both bundle LLVM) after starting OpenCL where PoCL is in use."""
     with _lock:
-        if "tensorflow" not in sys.modules and not _opencl_ready:
+        if name not in sys.modules and not _opencl_ready:
             if pyclesperanto_module_name() is not None and _pocl_registered():
                 try:
                     _import_pyclesperanto()
                 except Exception:  # noqa: BLE001 - no OpenCL device: nothing to protect
                     pass
-        return importlib.import_module("tensorflow")
+        return importlib.import_module(name)
 
 
 def import_library(memory_type: MemoryType) -> ModuleType:
@@ -163,8 +166,8 @@ def import_library(memory_type: MemoryType) -> ModuleType:
     try:
         if memory_type is MemoryType.PYCLESPERANTO:
             return _import_pyclesperanto()
-        if memory_type is MemoryType.TENSORFLOW:
-            return _import_tensorflow()
+        if memory_type in (MemoryType.TENSORFLOW, MemoryType.JAX):
+            return _import_llvm_library(LIBRARIES[memory_type].import_name)
         return importlib.import_module(LIBRARIES[memory_type].import_name)
     except ImportError as exc:
         if isinstance(exc, MissingLibraryError):

@@ -126,7 +126,8 @@ def compile_pipeline(
 
     # Plan dtypes and intermediate bytes before emitting anything.
     step_dtypes = _plan_dtypes(pipeline.steps, steps, in_dtype)
-    scratch_backend = _scratch_backend(cfg, pipeline.steps, steps, planes, step_dtypes, yx)
+    build.planned_bytes = _planned_intermediate_bytes(steps, planes, step_dtypes, yx)
+    scratch_backend = _scratch_backend(cfg, build.planned_bytes, bool(steps))
 
     load_fixed = _fixed_components(pipeline.steps[0]) if pipeline.steps else ("well", "site")
     location: dict[PlaneId, Location] = {}
@@ -274,9 +275,10 @@ def compile_pipeline(
 
 
 def _as_plate(plate: Any) -> PlateIndex:
-    if hasattr(plate, "table") and hasattr(plate, "image_shape"):
+    from hcsgraph.plate import PlateIndex, open_plate
+
+    if isinstance(plate, PlateIndex):
         return plate
-    from hcsgraph.plate import open_plate
 
     return open_plate(plate)
 
@@ -345,6 +347,13 @@ def _resolve_callable(step: FunctionStep, call: FunctionCall) -> tuple[Callable[
 
     if isinstance(call.func, str):
         memory_type = step.memory_type or MemoryType.NUMPY
+        if memory_type is MemoryType.CUPY and not _cuda_available() and not _cluster_gpu_workers():
+            if step.allow_cpu_fallback and MemoryType.NUMPY in library.registry.available_memory_types(call.func):
+                warnings.warn(
+                    f"step {step.name!r}: no GPU for the cupy version of {call.func}; running its numpy version",
+                    stacklevel=5,
+                )
+                memory_type = MemoryType.NUMPY
         try:
             func = library.resolve_function(call.func, memory_type)
         except KeyError as exc:
@@ -451,32 +460,39 @@ def _check_special_inputs(steps: list[FunctionStep], resolved: list[dict[Any, Re
         available |= _step_specials(groups)
 
 
-def _dtype_after(func: Callable[..., Any], dtype: np.dtype, kwargs: dict[str, Any]) -> np.dtype:
+def _dtype_after(
+    func: Callable[..., Any], dtype: np.dtype, kwargs: dict[str, Any], probes: dict[str, Any]
+) -> np.dtype:
     """The dtype ``func`` returns for ``dtype`` input: declared (``func.output_dtype``) or probed.
 
-    A numpy function that declares nothing is probed once on a tiny stack of that dtype;
-    other memory types are assumed to keep the dtype (declare ``output_dtype`` otherwise).
+    A numpy function that declares nothing is probed once on a tiny stack of that dtype (with
+    the special outputs earlier probes produced); its own special outputs are added to
+    ``probes``. Other memory types are assumed to keep the dtype unless they declare it.
     """
     rule = getattr(func, "output_dtype", None)
-    if rule == "same":
-        return dtype
-    if rule is not None:
+    if rule is not None and rule != "same":
         if callable(rule) and not isinstance(rule, type):
             return np.dtype(rule(dtype))
         return np.dtype(rule)
-    if MemoryType(getattr(func, "input_memory_type", MemoryType.NUMPY)) is not MemoryType.NUMPY:
+    declared = get_special_outputs(func)
+    numpy_typed = MemoryType(getattr(func, "input_memory_type", MemoryType.NUMPY)) is MemoryType.NUMPY
+    if (rule == "same" and not declared) or not numpy_typed:
+        return dtype
+    needed = get_special_inputs(func)
+    if any(name not in probes for name in needed):
         return dtype
     probe = np.zeros((2, 16, 16), dtype=dtype)
     probe[:, 4:12, 4:12] = 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = func(probe, **{k: v for k, v in kwargs.items() if k not in get_special_inputs(func)})
+            result = func(probe, **{**kwargs, **{name: probes[name] for name in needed}})
     except Exception:  # noqa: BLE001 - the real run reports real errors
         return dtype
-    if isinstance(result, tuple) and get_special_outputs(func):
-        result = result[0]
-    return np.dtype(getattr(result, "dtype", dtype))
+    if declared and isinstance(result, tuple) and len(result) == 1 + len(declared):
+        result, *values = result
+        probes.update(zip(declared, values, strict=True))
+    return dtype if rule == "same" else np.dtype(getattr(result, "dtype", dtype))
 
 
 def _plan_dtypes(
@@ -485,51 +501,55 @@ def _plan_dtypes(
     """The dtype each step outputs (one per step: dict steps must agree)."""
     out = []
     current = in_dtype
+    probes: dict[str, Any] = {}
     for step, groups in zip(steps, resolved, strict=True):
+        seen = set()
+        chains = {id(c): c for c in groups.values()}
+        for chain in chains.values():
+            d = current
+            if chain is not None:
+                for func, kwargs in chain.calls:
+                    d = _dtype_after(func, d, kwargs, probes)
+            seen.add(d)
         if step.output_dtype is not None:
             current = np.dtype(step.output_dtype)
+        elif len(seen) > 1:
+            raise PipelineCompileError(
+                f"step {step.name!r}: its functions return different dtypes {sorted(map(str, seen))}; "
+                "set output_dtype= on the step"
+            )
         else:
-            seen = set()
-            for chain in groups.values():
-                d = current
-                if chain is not None:
-                    for func, kwargs in chain.calls:
-                        d = _dtype_after(func, d, kwargs)
-                seen.add(d)
-            if len(seen) > 1:
-                raise PipelineCompileError(
-                    f"step {step.name!r}: its functions return different dtypes {sorted(map(str, seen))}; "
-                    "set output_dtype= on the step"
-                )
             current = seen.pop()
         out.append(current)
     return out
 
 
-def _scratch_backend(
-    cfg: GlobalPipelineConfig,
-    steps: list[FunctionStep],
+def _planned_intermediate_bytes(
     resolved: list[dict[Any, ResolvedChain | None]],
     planes: dict[PlaneId, str],
     dtypes: list[np.dtype],
     yx: tuple[int, ...],
-) -> str | None:
+) -> int:
+    """Bytes of every step's output over the whole plate: what worker memory would hold."""
+    planned = 0
+    plane_px = int(np.prod(yx))
+    for groups, dtype in zip(resolved, dtypes, strict=True):
+        reduces = any(c.reduces for c in groups.values() if c is not None)
+        count = len(groups) if reduces else len(planes)
+        planned += count * plane_px * dtype.itemsize
+    return planned
+
+
+def _scratch_backend(cfg: GlobalPipelineConfig, planned: int, has_steps: bool) -> str | None:
     """"zarr"/"disk" when intermediates go through a scratch store instead of worker memory."""
+    if not has_steps:
+        return None
     if cfg.vfs.intermediate_backend is Backend.ZARR:
         return "zarr"
     if cfg.vfs.intermediate_backend is Backend.DISK:
         return "disk"
     limit = cfg.vfs.memory_limit_bytes
-    if limit is None or not steps:
-        return None
-    planned = 0
-    plane_px = int(np.prod(yx))
-    n_planes = len(planes)
-    for groups, dtype in zip(resolved, dtypes, strict=True):
-        reduces = any(c.reduces for c in groups.values() if c is not None)
-        count = len(groups) if reduces else n_planes
-        planned += count * plane_px * dtype.itemsize
-    return "zarr" if planned > limit else None
+    return "zarr" if limit is not None and planned > limit else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hcsgraph.config import MemoryType, coerce_enum
 import hcsgraph.functions  # noqa: F401  (registers the built-in functions)
+from hcsgraph.config import MemoryType, coerce_enum
 from hcsgraph.functions.registry import UnknownFunctionError, registry
 
 __all__ = ["UnknownFunctionError", "cpu_version", "resolve_function"]

@@ -120,8 +120,13 @@ def _stack_of(data: StepOutput | ScratchRef) -> Any:
     if isinstance(data, ScratchRef):
         from hcsgraph.io import FileManager
 
-        return FileManager().load_array(data.path, "zarr")
+        return FileManager().load_array(data.path, _scratch_backend(data.path))
     return data.stack
+
+
+def _scratch_backend(path: str) -> str:
+    """Scratch stacks are ``.npy`` files (disk) or Zarr arrays."""
+    return "disk" if path.endswith(".npy") else "zarr"
 
 
 def to_memory_type(stack: Any, target: MemoryType, gpu_id: int | None = None) -> Any:
@@ -230,7 +235,8 @@ def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any
             from hcsgraph.io import FileManager
 
             host = to_memory_type(stack, MemoryType.NUMPY)
-            FileManager().save_array(np.ascontiguousarray(host), call.scratch_path, "zarr", overwrite=True)
+            FileManager().save_array(np.ascontiguousarray(host), call.scratch_path,
+                                     _scratch_backend(call.scratch_path), overwrite=True)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings = dict(data.timings)

@@ -81,7 +81,7 @@ def parse_index(path: Path) -> dict:
             meta["name"] = _text(fields, "Name") or _text(fields, "PlateID")
         elif tag in ("Entry", "Image") and len(element):
             fields = _children(element)
-            channel = _text(fields, "ChannelID")
+            channel = _text(fields, "ChannelID") or element.get("ChannelID")
             if channel is not None and channel.isdigit():
                 label = _text(fields, "ChannelName")
                 if label:

@@ -141,6 +141,16 @@ def run_on_worker(func, framework: str, data: np.ndarray, *, cpu: bool = False, 
     return to_numpy(result), type(result).__name__, recoveries
 
 
+@pytest.fixture(scope="module")
+def oom_client():
+    """One worker process of its own: every framework is imported once, and only there."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
 @pytest.fixture()
 def stack() -> np.ndarray:
     rng = np.random.default_rng(6)
@@ -152,10 +162,10 @@ def actions(recoveries: list[Recovery]) -> list[str]:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_retry_after_freeing_the_cache(client, tmp_path, stack, framework):
+def test_retry_after_freeing_the_cache(oom_client, tmp_path, stack, framework):
     counter = str(tmp_path / "calls")
     step = SmallDevice(framework, counter, fail_first=1)
-    out, type_name, recoveries = client.submit(run_on_worker, step, framework, stack, pure=False).result()
+    out, type_name, recoveries = oom_client.submit(run_on_worker, step, framework, stack, pure=False).result()
     np.testing.assert_array_equal(out, stack * 2 + 1)
     assert out.dtype == np.float32
     assert type_name == RESULT_TYPE[framework]
@@ -166,10 +176,10 @@ def test_retry_after_freeing_the_cache(client, tmp_path, stack, framework):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_split_along_z_down_to_what_fits(client, tmp_path, stack, framework):
+def test_split_along_z_down_to_what_fits(oom_client, tmp_path, stack, framework):
     counter = str(tmp_path / "calls")
     step = SmallDevice(framework, counter, max_slices=2)
-    out, type_name, recoveries = client.submit(run_on_worker, step, framework, stack, pure=False).result()
+    out, type_name, recoveries = oom_client.submit(run_on_worker, step, framework, stack, pure=False).result()
     np.testing.assert_array_equal(out, stack * 2 + 1)
     assert out.shape == stack.shape and out.dtype == np.float32
     assert type_name == RESULT_TYPE[framework]  # concatenated in its own library
@@ -181,19 +191,19 @@ def test_split_along_z_down_to_what_fits(client, tmp_path, stack, framework):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_cpu_fallback_when_nothing_fits(client, tmp_path, stack, framework):
+def test_cpu_fallback_when_nothing_fits(oom_client, tmp_path, stack, framework):
     step = SmallDevice(framework, str(tmp_path / "calls"), max_slices=0)
-    out, _, recoveries = client.submit(run_on_worker, step, framework, stack, cpu=True, pure=False).result()
+    out, _, recoveries = oom_client.submit(run_on_worker, step, framework, stack, cpu=True, pure=False).result()
     np.testing.assert_array_equal(out, stack * 2 + 1)
     assert actions(recoveries) == ["retry", "split", "cpu_fallback"]
     assert recoveries[1].detail.startswith("failed: a single slice does not fit")
     assert summarize_recoveries(recoveries) == {framework: {"cpu_fallback": 1, "retry": 1, "split": 1}}
 
 
-def test_unsplittable_step_goes_straight_to_the_cpu(client, tmp_path, stack):
+def test_unsplittable_step_goes_straight_to_the_cpu(oom_client, tmp_path, stack):
     counter = str(tmp_path / "calls")
     step = SmallDevice("torch", counter, max_slices=2)
-    out, type_name, recoveries = client.submit(
+    out, type_name, recoveries = oom_client.submit(
         run_on_worker, step, "torch", stack, cpu=True, splittable=False, pure=False
     ).result()
     np.testing.assert_array_equal(out, stack * 2 + 1)
@@ -203,9 +213,9 @@ def test_unsplittable_step_goes_straight_to_the_cpu(client, tmp_path, stack):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_failure_names_step_well_and_bytes(client, tmp_path, stack, framework):
+def test_failure_names_step_well_and_bytes(oom_client, tmp_path, stack, framework):
     step = SmallDevice(framework, str(tmp_path / "calls"), max_slices=0)
-    future = client.submit(run_on_worker, step, framework, stack, pure=False)
+    future = oom_client.submit(run_on_worker, step, framework, stack, pure=False)
     with pytest.raises(GPUOutOfMemoryError) as info:
         future.result()
     err = info.value
@@ -230,7 +240,7 @@ class MaxProjection:
         return torch.amax(stack, dim=0, keepdim=True) + offset
 
 
-def test_split_is_abandoned_when_results_do_not_stack(client, tmp_path, stack):
+def test_split_is_abandoned_when_results_do_not_stack(oom_client, tmp_path, stack):
     step = MaxProjection(str(tmp_path / "calls"))
 
     def task(data):
@@ -245,17 +255,17 @@ def test_split_is_abandoned_when_results_do_not_stack(client, tmp_path, stack):
         )  # fmt: skip
         return result.numpy(), recoveries
 
-    out, recoveries = client.submit(task, stack, pure=False).result()
+    out, recoveries = oom_client.submit(task, stack, pure=False).result()
     np.testing.assert_array_equal(out, stack.max(axis=0, keepdims=True) + 1)
     assert actions(recoveries) == ["retry", "split", "cpu_fallback"]
     assert "not one result per slice" in recoveries[1].detail
 
 
-def test_other_errors_propagate_without_recovery(client, stack):
+def test_other_errors_propagate_without_recovery(oom_client, stack):
     def broken(s, *, offset):
         raise ValueError("threshold must be positive")
 
-    future = client.submit(run_on_worker, broken, "torch", stack, cpu=True, pure=False)
+    future = oom_client.submit(run_on_worker, broken, "torch", stack, cpu=True, pure=False)
     with pytest.raises(ValueError, match="threshold must be positive"):
         future.result()
 
@@ -281,7 +291,7 @@ def test_is_oom_error_rejects_other_errors():
         tf.errors.InvalidArgumentError(None, None, "shapes differ"),
         jax.errors.JaxRuntimeError("INVALID_ARGUMENT: bad shape"),
         cl.LogicError(cl._cl._ErrorRecord(msg="INVALID_VALUE", code=cl.status_code.INVALID_VALUE, routine="x")),
-        torch.cuda.CudaError(2) if hasattr(torch.cuda, "CudaError") else KeyError("x"),
+        torch.cuda.DeferredCudaCallError("CUDA call failed lazily"),
     ]
     assert [is_oom_error(e) for e in others] == [None] * len(others)
 
