@@ -21,7 +21,7 @@ def local_client(n_workers: int, memory_limit: str | int | None = None) -> Itera
     from distributed import Client, LocalCluster
 
     kwargs: dict[str, Any] = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-                              "dashboard_address": None}
+                              "dashboard_address": ":0"}
     if memory_limit is not None:
         kwargs["memory_limit"] = memory_limit
     with LocalCluster(**kwargs) as cluster, Client(cluster) as client:

@@ -8,11 +8,13 @@ pyclesperanto: hcsgraph uses ``pyclesperanto`` (>= 0.25) when it is installed an
 prefer the prototype. Both packages' arrays are recognised as ``MemoryType.PYCLESPERANTO``.
 
 Import order: with the PoCL OpenCL runtime (OpenCL on the CPU), starting OpenCL after TensorFlow
-has been imported crashes the process, and OpenCL kernels built after both jax and TensorFlow
-were loaded fail with "unknown target CPU" (their bundled LLVM copies clash with PoCL's).
+has been imported crashes the process (TensorFlow's bundled LLVM clashes with PoCL's).
 :func:`import_library` therefore starts OpenCL (builds a first kernel) before it imports
-TensorFlow or jax, and refuses with a clear ``RuntimeError`` to start OpenCL on PoCL after
-something else imported TensorFlow first.
+TensorFlow, and refuses with a clear ``RuntimeError`` to start OpenCL on PoCL after something
+else imported TensorFlow first. A known remaining limit on PoCL: once both jax and TensorFlow are
+loaded, building a *new* OpenCL kernel can fail with "unknown target CPU" (a clean
+``RuntimeError`` from pyclesperanto, not a crash); run pyclesperanto steps in worker processes
+that do not also run jax and TensorFlow steps. Conversions (push/pull) are unaffected.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def _import_pyclesperanto() -> ModuleType:
 
 
 def _import_llvm_library(name: str) -> ModuleType:
-    """Import tensorflow or jax (both bundle LLVM) after starting OpenCL where PoCL is in use."""
+    """Import tensorflow (it bundles LLVM) after starting OpenCL where PoCL is in use."""
     with _lock:
         if name not in sys.modules and not _opencl_ready:
             if pyclesperanto_module_name() is not None and _pocl_registered():
@@ -166,8 +168,8 @@ def import_library(memory_type: MemoryType) -> ModuleType:
     try:
         if memory_type is MemoryType.PYCLESPERANTO:
             return _import_pyclesperanto()
-        if memory_type in (MemoryType.TENSORFLOW, MemoryType.JAX):
-            return _import_llvm_library(LIBRARIES[memory_type].import_name)
+        if memory_type is MemoryType.TENSORFLOW:
+            return _import_llvm_library("tensorflow")
         return importlib.import_module(LIBRARIES[memory_type].import_name)
     except ImportError as exc:
         if isinstance(exc, MissingLibraryError):

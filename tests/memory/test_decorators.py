@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -15,7 +18,6 @@ LIBRARY_DECORATORS = {
     MemoryType.TORCH: d.torch,
     MemoryType.JAX: d.jax,
     MemoryType.TENSORFLOW: d.tensorflow,
-    MemoryType.PYCLESPERANTO: d.pyclesperanto,
 }
 
 
@@ -109,3 +111,26 @@ def test_non_array_result_is_an_error(require):
 
     with pytest.raises(Exception, match="cannot tell the memory type of a builtins.str"):
         broken(np.zeros((1, 2, 2)))
+
+
+def test_pyclesperanto_decorator_runs_a_real_kernel(require):
+    """In a fresh process: on PoCL, new kernels cannot be built once jax and TensorFlow are loaded."""
+    require(MemoryType.PYCLESPERANTO)
+    code = (
+        "import numpy as np\n"
+        "from hcsgraph.memory import memory_type_of, to_host\n"
+        "from hcsgraph.memory.decorators import pyclesperanto\n"
+        "from hcsgraph.memory.libraries import import_library\n"
+        "cle = import_library('pyclesperanto')\n"
+        "@pyclesperanto\n"
+        "def brightest(stack):\n"
+        "    return cle.maximum_box(stack, radius_x=1, radius_y=1, radius_z=0)\n"
+        "image = np.zeros((1, 3, 3), np.uint16); image[0, 1, 1] = 60000\n"
+        "out = brightest(image)\n"
+        "assert memory_type_of(out).value == 'pyclesperanto' and brightest.oom_recovery is True\n"
+        "host = to_host(out)\n"
+        "print(host.dtype, int(host.min()), int(host.max()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "uint16 60000 60000"
