@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-# PoCL's LLVM and TensorFlow's bundled LLVM clash when TensorFlow loads first (a segfault on the
-# first OpenCL kernel build). Initialising OpenCL before anything imports TensorFlow avoids it.
-if importlib.util.find_spec("pyclesperanto_prototype") is not None:
-    try:
-        import pyclesperanto_prototype as _cle
+# PoCL's LLVM and TensorFlow's bundled LLVM clash when TensorFlow loads first. hcsgraph starts
+# OpenCL before it imports TensorFlow; do it once here, before any test imports TensorFlow.
+try:
+    from hcsgraph.config import MemoryType
+    from hcsgraph.memory.libraries import import_library
 
-        _cle.get_device()
-    except Exception:  # no OpenCL runtime: the OpenCL tests skip with their own reason
-        pass
+    import_library(MemoryType.PYCLESPERANTO)
+except Exception:  # noqa: BLE001 - no OpenCL runtime: the OpenCL tests skip with their own reason
+    pass
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +24,7 @@ def local_cluster():
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         memory_limit="4GiB",
     )
     yield cluster

@@ -30,6 +30,8 @@ __all__ = [
     "GPUWorkerPlugin",
     "NoGPUWorkersError",
     "Recovery",
+    "cleanup_all_gpu_frameworks",
+    "cleanup_gpu_memory_by_framework",
     "cluster_gpu_count",
     "current_device",
     "current_device_info",
@@ -43,3 +45,12 @@ __all__ = [
     "task_stream",
     "visible_gpus",
 ]
+
+
+def __getattr__(name: str):
+    """The cleanup functions, imported on first use."""
+    if name in ("cleanup_all_gpu_frameworks", "cleanup_gpu_memory_by_framework"):
+        from hcsgraph.gpu import cleanup
+
+        return getattr(cleanup, name)
+    raise AttributeError(f"module 'hcsgraph.gpu' has no attribute {name!r}")

@@ -95,15 +95,21 @@ def local_cluster(
     plugin = plugin if plugin is not None else GPUWorkerPlugin()
 
     if not devices:
-        logger.warning("no GPU visible: starting a CPU LocalCluster; GPU steps need their CPU versions to run")
+        logger.warning(
+            "no GPU visible: starting a CPU LocalCluster; GPU steps need their CPU versions to run"
+        )
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
     else:
         if n_workers is None:
             n_workers = len(devices)
         if n_workers > len(devices):
-            raise ValueError(f"n_workers={n_workers} but only {len(devices)} GPU(s) are visible: one worker per GPU")
+            raise ValueError(
+                f"n_workers={n_workers} but only {len(devices)} GPU(s) are visible: one worker per GPU"
+            )
         if kwargs.pop("processes", True) is not True:
-            raise ValueError("GPU workers need processes=True: each worker process has its own CUDA_VISIBLE_DEVICES")
+            raise ValueError(
+                "GPU workers need processes=True: each worker process has its own CUDA_VISIBLE_DEVICES"
+            )
         resources = {GPU_RESOURCE: 1, **(kwargs.pop("resources", None) or {})}
         if "memory_limit" not in kwargs:  # split host memory between the workers, as LocalCluster does
             kwargs["memory_limit"] = parse_memory_limit("auto", 1, n_workers, logger=logger)

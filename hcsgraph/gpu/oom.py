@@ -71,7 +71,9 @@ class Recovery:
 class GPUOutOfMemoryError(MemoryError):
     """A step ran out of GPU memory and every recovery failed."""
 
-    def __init__(self, step: str, well: str, requested_bytes: int | None, kind: str, detail: str = "") -> None:
+    def __init__(
+        self, step: str, well: str, requested_bytes: int | None, kind: str, detail: str = ""
+    ) -> None:
         self.step = step
         self.well = well
         self.requested_bytes = requested_bytes
@@ -112,7 +114,11 @@ def _classify(exc: BaseException) -> str | None:
     if cupy_oom is not None and isinstance(exc, cupy_oom):
         return "cupy"
     cuda_runtime_error = _module_attr("cupy_backends.cuda.api.runtime", "CUDARuntimeError")
-    if cuda_runtime_error is not None and isinstance(exc, cuda_runtime_error) and "cudaErrorMemoryAllocation" in message:
+    if (
+        cuda_runtime_error is not None
+        and isinstance(exc, cuda_runtime_error)
+        and "cudaErrorMemoryAllocation" in message
+    ):
         return "cupy"
     tf_oom = _module_attr("tensorflow.python.framework.errors_impl", "ResourceExhaustedError")
     if tf_oom is not None and isinstance(exc, tf_oom):
@@ -127,7 +133,10 @@ def _classify(exc: BaseException) -> str | None:
             return "jax"
     cl_error = _module_attr("pyopencl._cl", "Error")
     if cl_error is not None and isinstance(exc, cl_error):
-        if getattr(exc, "code", None) == _OPENCL_MEM_OBJECT_ALLOCATION_FAILURE or "MEM_OBJECT_ALLOCATION_FAILURE" in message:
+        if (
+            getattr(exc, "code", None) == _OPENCL_MEM_OBJECT_ALLOCATION_FAILURE
+            or "MEM_OBJECT_ALLOCATION_FAILURE" in message
+        ):
             return "opencl"
     if isinstance(exc, RuntimeError) and "MEM_OBJECT_ALLOCATION_FAILURE" in message:
         return "opencl"  # pyclesperanto's own OpenCL backend
@@ -226,11 +235,27 @@ class _SplitAbandoned(Exception):
     """Splitting cannot produce the function's result."""
 
 
+@dataclass(frozen=True)
+class _OOMSeen:
+    """What is kept of an out-of-memory error: not the exception, whose traceback would keep the
+    failed attempt's GPU arrays alive during the next one."""
+
+    kind: str
+    error: str
+    requested_bytes: int | None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _OOMSeen | None:
+        kind = is_oom_error(exc)
+        if kind is None:
+            return None
+        return cls(kind, f"{type(exc).__name__}: {str(exc)[:300]}", requested_bytes(exc))
+
+
 class _StillOutOfMemory(Exception):
-    def __init__(self, kind: str, exc: BaseException) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.exc = exc
+    def __init__(self, seen: _OOMSeen) -> None:
+        super().__init__(seen.kind)
+        self.seen = seen
 
 
 def _library(data: Any) -> str:
@@ -285,7 +310,11 @@ def _z_size(stack: Any) -> int:
 
 
 def _split_apply(
-    func: Callable[..., Any], stack: Any, kwargs: dict[str, Any], memory_type: MemoryType, device_id: int | None
+    func: Callable[..., Any],
+    stack: Any,
+    kwargs: dict[str, Any],
+    memory_type: MemoryType,
+    device_id: int | None,
 ) -> tuple[Any, int]:
     """Run ``func`` on halves of ``stack`` (recursively on OOM); returns (result, number of pieces)."""
     z = _z_size(stack)
@@ -294,16 +323,18 @@ def _split_apply(
     pieces = 0
     for piece in (stack[:mid], stack[mid:]):
         n = _z_size(piece)
+        seen = None
         try:
             result = func(piece, **kwargs)
             pieces += 1
         except Exception as exc:
-            kind = is_oom_error(exc)
-            if kind is None:
+            seen = _OOMSeen.of(exc)
+            if seen is None:
                 raise
-            free_framework_cache(kind, device_id)
+        if seen is not None:  # handled here, outside the except block, so the failed attempt is freed
+            free_framework_cache(seen.kind, device_id)
             if n <= 1:
-                raise _StillOutOfMemory(kind, exc) from exc
+                raise _StillOutOfMemory(seen)
             result, sub = _split_apply(func, piece, kwargs, memory_type, device_id)
             pieces += sub
         shape = getattr(result, "shape", None)
@@ -376,14 +407,14 @@ def run_with_oom_recovery(
         from hcsgraph.gpu.devices import current_device
 
         device_id = current_device()
+    seen: _OOMSeen | None = None
     try:
         return func(stack, **kwargs), []
     except Exception as exc:
-        kind = is_oom_error(exc)
-        if kind is None:
+        seen = _OOMSeen.of(exc)
+        if seen is None:
             raise
-        last: BaseException = exc
-
+    kind = seen.kind
     recoveries: list[Recovery] = []
 
     def note(action: str, detail: str = "") -> None:
@@ -396,9 +427,10 @@ def run_with_oom_recovery(
     try:
         return func(stack, **kwargs), recoveries
     except Exception as exc:
-        if is_oom_error(exc) is None:
+        seen = _OOMSeen.of(exc)
+        if seen is None:
             raise
-        kind, last = is_oom_error(exc) or kind, exc
+    kind = seen.kind
     free_framework_cache(kind, device_id)
 
     # 2. split along Z
@@ -410,7 +442,8 @@ def run_with_oom_recovery(
             note("split", f"{z} slices in {pieces} pieces")
             return result, recoveries
         except _StillOutOfMemory as still:
-            kind, last = still.kind, still.exc
+            seen = still.seen
+            kind = seen.kind
             why_not = "a single slice does not fit"
         except _SplitAbandoned as abandoned:
             why_not = f"splitting abandoned: {abandoned}"
@@ -429,10 +462,7 @@ def run_with_oom_recovery(
         note("cpu_fallback")
         return result, recoveries
 
-    # 4. give up
-    asked = requested_bytes(last)
-    if asked is None:
-        asked = array_nbytes(stack)
-    # Not chained: some frameworks' errors (OpenCL's) cannot travel from a worker to the client.
-    last_error = f"{type(last).__name__}: {str(last)[:300]}"
-    raise GPUOutOfMemoryError(step, well, asked, kind, f"{why_not}; no CPU fallback; last error: {last_error}") from None
+    # 4. give up (not chained: some frameworks' errors, OpenCL's, cannot travel to the client)
+    asked = seen.requested_bytes if seen.requested_bytes is not None else array_nbytes(stack)
+    detail = f"{why_not}; no CPU fallback; last error: {seen.error}"
+    raise GPUOutOfMemoryError(step, well, asked, kind, detail) from None

@@ -48,7 +48,9 @@ class GPUWorkerPlugin(WorkerPlugin):
         pool_fraction: float | None = None,
         torch_alloc_conf: str | None = DEFAULT_TORCH_ALLOC_CONF,
     ) -> None:
-        if device_id is not None and (isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0):
+        if device_id is not None and (
+            isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0
+        ):
             raise ValueError(f"device_id={device_id!r} must be a non-negative integer or None")
         if pool_fraction is not None and not 0 < pool_fraction <= 1:
             raise ValueError(f"pool_fraction={pool_fraction!r} must be in (0, 1] or None")
@@ -91,7 +93,8 @@ class GPUWorkerPlugin(WorkerPlugin):
         if hasattr(worker, WORKER_ATTRIBUTE):
             delattr(worker, WORKER_ATTRIBUTE)
         worker.log_event(
-            EVENT_TOPIC, {"action": "teardown", "worker": worker.address, "device_id": device_id, "cleaned": cleaned}
+            EVENT_TOPIC,
+            {"action": "teardown", "worker": worker.address, "device_id": device_id, "cleaned": cleaned},
         )
         _unroute_log(worker)
 
@@ -131,7 +134,9 @@ def _optional(module: str) -> Any | None:
 
 
 def configure_memory_pools(
-    device_id: int, pool_fraction: float | None = None, torch_alloc_conf: str | None = DEFAULT_TORCH_ALLOC_CONF
+    device_id: int,
+    pool_fraction: float | None = None,
+    torch_alloc_conf: str | None = DEFAULT_TORCH_ALLOC_CONF,
 ) -> tuple[str, ...]:
     """Set up the memory pools of the libraries installed in this process; returns what was configured.
 
@@ -144,7 +149,9 @@ def configure_memory_pools(
     A library that fails to configure is logged and skipped.
     """
     done: list[str] = []
-    if torch_alloc_conf and not (os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or os.environ.get("PYTORCH_ALLOC_CONF")):
+    if torch_alloc_conf and not (
+        os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or os.environ.get("PYTORCH_ALLOC_CONF")
+    ):
         os.environ["PYTORCH_CUDA_ALLOC_CONF"] = torch_alloc_conf
         done.append(f"torch-alloc-conf={torch_alloc_conf}")
     if pool_fraction is not None and (torch := _optional("torch")) is not None:

@@ -123,7 +123,11 @@ def synchronize_stream(memory_type: MemoryType | str, device_id: int | None = No
     if memory_type not in _STREAM_TYPES:
         return False
     device = device_id if device_id is not None else current_device()
-    streams = [s for (mt, dev), s in _thread.streams.items() if mt is memory_type and (device is None or dev == device)]
+    streams = [
+        s
+        for (mt, dev), s in _thread.streams.items()
+        if mt is memory_type and (device is None or dev == device)
+    ]
     for stream in streams:
         stream.synchronize()
     return bool(streams)

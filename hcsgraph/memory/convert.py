@@ -39,7 +39,7 @@ from hcsgraph.memory.types import as_memory_type, memory_type_of
 log = logging.getLogger(__name__)
 
 
-class ConversionMethod(str, Enum):
+class ConversionMethod(str, Enum):  # noqa: UP042 - same style as hcsgraph.config
     """How a conversion moved the data."""
 
     NOOP = "noop"  # source and target types are the same
@@ -256,9 +256,26 @@ def _tf_from_host(array: np.ndarray, gpu_id: int | None) -> Any:
         return tf.convert_to_tensor(_host_ready(array))
 
 
+_TF_ALIGNMENT = 64  # TensorFlow aborts the process on a less aligned DLPack buffer
+
+
+def _buffer_pointer(data: Any) -> int | None:
+    """Address of an array's first element, for the libraries that export DLPack."""
+    if isinstance(data, np.ndarray):
+        return data.ctypes.data
+    for name in ("data_ptr", "unsafe_buffer_pointer"):  # torch, jax
+        if callable(getattr(data, name, None)):
+            return int(getattr(data, name)())
+    pointer = getattr(getattr(data, "data", None), "ptr", None)  # cupy
+    return int(pointer) if pointer is not None else None
+
+
 def _tf_from_dlpack(data: Any, gpu_id: int | None) -> Any:
     # TensorFlow takes a DLPack capsule only: ask the producer for one.
     tf = import_library(MemoryType.TENSORFLOW)
+    pointer = _buffer_pointer(data)
+    if pointer is None or pointer % _TF_ALIGNMENT:
+        raise BufferError(f"TensorFlow needs {_TF_ALIGNMENT}-byte aligned DLPack buffers")
     return _tf_place(tf.experimental.dlpack.from_dlpack(data.__dlpack__()), gpu_id)
 
 

@@ -615,7 +615,7 @@ def _emit_special(build: GraphBuild, layout: OutputLayout, token: str, ctx: T.Gr
     if materializer is not None:
         mkey = (f"save_{_key_name(name)}-{token}", *step_key[1:])
         path = layout.special_path(name, label)
-        build.tasks[mkey] = Task(mkey, T.materialize_special, ctx, TaskRef(key), materializer, path)
+        build.tasks[mkey] = Task(mkey, T.materialize_special, ctx, TaskRef(key), T.Materialize(materializer, path))
         build.materialized[ctx.well].append((name, mkey))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from dask.sizeof import sizeof
 
+import hcsgraph.memory  # noqa: F401  (registers dask.sizeof for torch/jax/tf/OpenCL arrays on workers)
 from hcsgraph.config import MemoryType, OnError
 from hcsgraph.pipeline.contracts import get_special_outputs
 from hcsgraph.pipeline.errors import StepExecutionError
@@ -195,8 +196,27 @@ def _synchronize(memory_type: MemoryType) -> None:
 # steps
 
 
+def _rebuild(cls: type, payload: bytes) -> Any:
+    import cloudpickle
+
+    return cls(**cloudpickle.loads(payload))
+
+
+class ShippedByValue:
+    """Dataclass mixin: pickles its fields with cloudpickle, so user functions defined in a
+    pipeline file (a module workers cannot import) travel by value."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import dataclasses
+
+        import cloudpickle
+
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return (_rebuild, (type(self), cloudpickle.dumps(fields)))
+
+
 @dataclass(frozen=True)
-class StepCall:
+class StepCall(ShippedByValue):
     """A resolved step for one group: the chain of functions and what the output must look like."""
 
     chain: tuple[tuple[Callable[..., Any], dict[str, Any]], ...]
@@ -343,14 +363,22 @@ def extract_special(ctx: GroupContext, data: Any, name: str, planes: tuple[tuple
     return value
 
 
-def materialize_special(ctx: GroupContext, value: Any, materializer: Callable[..., str], path: str) -> Any:
+@dataclass(frozen=True)
+class Materialize(ShippedByValue):
+    """A special output's materializer and the base path it writes to."""
+
+    func: Callable[..., str]
+    path: str
+
+
+def materialize_special(ctx: GroupContext, value: Any, job: Materialize) -> Any:
     """Write a special output through its materializer; returns the path it wrote."""
     if isinstance(value, Failure):
         return value
     from hcsgraph.io import FileManager
 
     try:
-        return materializer(value, path, FileManager())
+        return job.func(value, job.path, FileManager())
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
 

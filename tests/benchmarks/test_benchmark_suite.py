@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--workloads", "W2,W3,W4", "--sizes", "S,M",
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--workloads", "W2,W3,W4", "--sizes", "S",
          "--workdir", str(tmp_path / "work"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
@@ -25,14 +25,14 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
 
     rows = results["workloads"]["W2"]["rows"]
     assert {(r["system"], r["size"], r["backend"]) for r in rows} == {
-        (system, size, backend) for system in ("baseline", "hcsgraph") for size in ("S", "M")
+        (system, size, backend) for system in ("baseline", "hcsgraph") for size in ("S",)
         for backend in ("zarr", "disk")
     }
     for row in rows:
         assert row["images"] == row["wells"] * 2  # quick plates: 2 sites x 1 channel
         assert row["wall_s"] > 0 and row["peak_rss_worker_mb"] > 0
     # The same work on the same pixels: every system finds the same number of cells.
-    for size in ("S", "M"):
+    for size in ("S",):
         assert len({r["cells"] for r in rows if r["size"] == size}) == 1
     assert results["workloads"]["W2"]["reference"]["status"] == "not requested"
 
@@ -45,7 +45,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     markdown = (out / "RESULTS-quick.md").read_text()
     for heading in ("## Machine", "## Targets", "## W2: cell-count pipeline", "## W3: compile only", "## W4: memory"):
         assert heading in markdown
-    assert "| hcsgraph | M | disk |" in markdown
+    assert "| hcsgraph | S | disk |" in markdown
 
 
 def test_bad_workload_is_rejected() -> None:

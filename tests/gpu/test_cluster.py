@@ -24,7 +24,9 @@ from hcsgraph.gpu.devices import cycled_visible_devices, nvidia_driver_present, 
 # Workers cannot import test modules: send this module's functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-no_driver = pytest.mark.skipif(nvidia_driver_present(), reason="checks the behaviour of machines without a GPU")
+no_driver = pytest.mark.skipif(
+    nvidia_driver_present(), reason="checks the behaviour of machines without a GPU"
+)
 
 
 def _cuda_visible_devices():

@@ -74,7 +74,8 @@ def _current_handle(memory_type: MemoryType) -> int:
 
 
 @pytest.mark.parametrize(
-    "memory_type", [pytest.param(MemoryType.TORCH, marks=needs_torch), pytest.param(MemoryType.CUPY, marks=needs_cupy)]
+    "memory_type",
+    [pytest.param(MemoryType.TORCH, marks=needs_torch), pytest.param(MemoryType.CUPY, marks=needs_cupy)],
 )
 def test_two_threads_get_different_streams(memory_type):
     barrier = threading.Barrier(2)
@@ -215,7 +216,9 @@ def test_cupy_then_torch_on_a_gpu_local_cluster():
             ((device_id, pools),) = client.run(_device_of_worker).values()
             assert device_id == 0 and pools
             blurred = client.submit(cupy_blur, data, resources={"GPU": 1})
-            out, device, where = client.submit(torch_background, blurred, resources={"GPU": 1}).result(timeout=120)
+            out, device, where = client.submit(torch_background, blurred, resources={"GPU": 1}).result(
+                timeout=120
+            )
     finally:
         cluster.close()
     reference = ndimage.gaussian_filter(data, sigma=(0, 1.5, 1.5))

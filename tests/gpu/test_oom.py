@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 from hcsgraph.config import MemoryType
-from hcsgraph.gpu import GPUOutOfMemoryError, Recovery, is_oom_error, run_with_oom_recovery, summarize_recoveries
+from hcsgraph.gpu import (
+    GPUOutOfMemoryError,
+    Recovery,
+    is_oom_error,
+    run_with_oom_recovery,
+    summarize_recoveries,
+)
 from hcsgraph.gpu.oom import requested_bytes
 
 # Workers cannot import test modules: send this module's functions by value.
@@ -33,7 +39,13 @@ MEMORY_TYPE = {
     "opencl": MemoryType.PYCLESPERANTO,
     "cupy": MemoryType.CUPY,
 }
-RESULT_TYPE = {"torch": "Tensor", "tensorflow": "EagerTensor", "jax": "ArrayImpl", "opencl": "_Array", "cupy": "ndarray"}
+RESULT_TYPE = {
+    "torch": "Tensor",
+    "tensorflow": "EagerTensor",
+    "jax": "ArrayImpl",
+    "opencl": "_Array",
+    "cupy": "ndarray",
+}
 
 
 def make_oom(framework: str, nbytes: int) -> Exception:
@@ -49,12 +61,16 @@ def make_oom(framework: str, nbytes: int) -> Exception:
         import tensorflow as tf
 
         return tf.errors.ResourceExhaustedError(
-            None, None, f"OOM when allocating tensor with shape[{nbytes // 4}] and type float on /device:GPU:0"
+            None,
+            None,
+            f"OOM when allocating tensor with shape[{nbytes // 4}] and type float on /device:GPU:0",
         )
     if framework == "jax":
         import jax
 
-        return jax.errors.JaxRuntimeError(f"RESOURCE_EXHAUSTED: Out of memory while trying to allocate {nbytes} bytes.")
+        return jax.errors.JaxRuntimeError(
+            f"RESOURCE_EXHAUSTED: Out of memory while trying to allocate {nbytes} bytes."
+        )
     if framework == "opencl":
         import pyopencl as cl
 
@@ -193,7 +209,9 @@ def test_split_along_z_down_to_what_fits(oom_client, tmp_path, stack, framework)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_cpu_fallback_when_nothing_fits(oom_client, tmp_path, stack, framework):
     step = SmallDevice(framework, str(tmp_path / "calls"), max_slices=0)
-    out, _, recoveries = oom_client.submit(run_on_worker, step, framework, stack, cpu=True, pure=False).result()
+    out, _, recoveries = oom_client.submit(
+        run_on_worker, step, framework, stack, cpu=True, pure=False
+    ).result()
     np.testing.assert_array_equal(out, stack * 2 + 1)
     assert actions(recoveries) == ["retry", "split", "cpu_fallback"]
     assert recoveries[1].detail.startswith("failed: a single slice does not fit")
@@ -221,7 +239,12 @@ def test_failure_names_step_well_and_bytes(oom_client, tmp_path, stack, framewor
     err = info.value
     # the allocation the message reports (one slice) or, for OpenCL which reports none, the stack
     expected = stack.nbytes if framework == "opencl" else stack[0].nbytes
-    assert (err.step, err.well, err.kind, err.requested_bytes) == (f"{framework}_scale", "B03", framework, expected)
+    assert (err.step, err.well, err.kind, err.requested_bytes) == (
+        f"{framework}_scale",
+        "B03",
+        framework,
+        expected,
+    )
     message = str(err)
     assert f"'{framework}_scale'" in message and "'B03'" in message and f"{expected} bytes" in message
 
@@ -270,15 +293,15 @@ def test_other_errors_propagate_without_recovery(oom_client, stack):
         future.result()
 
 
-@pytest.mark.parametrize("framework", [f for f in FRAMEWORKS if f != "cupy"])
-def test_is_oom_error_recognises_each_framework(framework):
-    assert is_oom_error(make_oom(framework, 1024)) == framework
+def recognised_kinds(framework: str) -> tuple[str | None, str | None]:
+    """On a worker: what is_oom_error says of the framework's OOM, raw and as the cause of another error."""
     wrapped = RuntimeError("step failed")
     wrapped.__cause__ = make_oom(framework, 1024)
-    assert is_oom_error(wrapped) == framework
+    return is_oom_error(make_oom(framework, 1024)), is_oom_error(wrapped)
 
 
-def test_is_oom_error_rejects_other_errors():
+def other_errors_kinds() -> list[str | None]:
+    """On a worker: what is_oom_error says of errors that are not out-of-memory errors."""
     import jax
     import pyopencl as cl
     import tensorflow as tf
@@ -290,10 +313,21 @@ def test_is_oom_error_rejects_other_errors():
         RuntimeError("CUDA error: an illegal memory access was encountered"),
         tf.errors.InvalidArgumentError(None, None, "shapes differ"),
         jax.errors.JaxRuntimeError("INVALID_ARGUMENT: bad shape"),
-        cl.LogicError(cl._cl._ErrorRecord(msg="INVALID_VALUE", code=cl.status_code.INVALID_VALUE, routine="x")),
+        cl.LogicError(
+            cl._cl._ErrorRecord(msg="INVALID_VALUE", code=cl.status_code.INVALID_VALUE, routine="x")
+        ),
         torch.cuda.DeferredCudaCallError("CUDA call failed lazily"),
     ]
-    assert [is_oom_error(e) for e in others] == [None] * len(others)
+    return [is_oom_error(e) for e in others]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_is_oom_error_recognises_each_framework(oom_client, framework):
+    assert oom_client.submit(recognised_kinds, framework, pure=False).result() == (framework, framework)
+
+
+def test_is_oom_error_rejects_other_errors(oom_client):
+    assert oom_client.submit(other_errors_kinds, pure=False).result() == [None] * 7
 
 
 def test_detection_imports_no_framework():
@@ -313,7 +347,10 @@ def test_detection_imports_no_framework():
         ("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 7.79 GiB total capacity)", 20 * 2**20),
         ("Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes).", 2**30),
         ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123456 bytes.", 123456),
-        ("OOM when allocating tensor with shape[8,512,512] and type float on /device:GPU:0", 8 * 512 * 512 * 4),
+        (
+            "OOM when allocating tensor with shape[8,512,512] and type float on /device:GPU:0",
+            8 * 512 * 512 * 4,
+        ),
         ("clEnqueueNDRangeKernel failed: MEM_OBJECT_ALLOCATION_FAILURE", None),
     ],
 )

@@ -16,7 +16,9 @@ from hcsgraph.gpu.streams import get_stream, synchronize_stream, task_stream
 # Workers cannot import test modules: send this module's functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-pytestmark = pytest.mark.skipif(nvidia_driver_present(), reason="checks the behaviour of machines without a GPU")
+pytestmark = pytest.mark.skipif(
+    nvidia_driver_present(), reason="checks the behaviour of machines without a GPU"
+)
 
 
 def _device_info(dask_worker):
@@ -97,7 +99,9 @@ def test_select_device_without_a_driver():
     assert info == DeviceInfo(None, None, info.visible_devices, "no NVIDIA driver found")
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"device_id": -1}, "device_id"), ({"pool_fraction": 1.5}, "pool_fraction")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"device_id": -1}, "device_id"), ({"pool_fraction": 1.5}, "pool_fraction")]
+)
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPUWorkerPlugin(**kwargs)

@@ -55,7 +55,7 @@ def test_memory_types_mixes_input_and_output(require):
         assert isinstance(stack, np.ndarray)
         return torch.from_numpy(stack.copy())
 
-    result = to_tensor(torch.arange(6, dtype=torch.uint16).reshape(1, 2, 3))
+    result = to_tensor(torch.from_numpy(np.arange(6, dtype=np.uint16).reshape(1, 2, 3)))
     assert isinstance(result, torch.Tensor) and result.dtype == torch.uint16
     assert to_tensor.input_memory_type is MemoryType.NUMPY
     assert to_tensor.output_memory_type is MemoryType.TORCH
