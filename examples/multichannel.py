@@ -17,7 +17,7 @@ pipeline = Pipeline(
             },
             name="per_channel",
             group_by="channel",
-            output_dtype="float32",
+            output_dtype="int32",  # labels (int32) and corrected uint16 images share one plate
         ),
         FunctionStep("max_projection", name="site_projection", variable_components=("site",)),
     ],

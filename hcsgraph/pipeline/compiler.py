@@ -182,6 +182,7 @@ def compile_pipeline(
                 cpu_chain=chain.cpu_calls if step.allow_cpu_fallback else None,
                 oom_recovery=cfg.gpu.oom_recovery,
                 scratch_path=scratch,
+                cast_dtype=None if step.output_dtype is None else str(step_dtypes[s_index]),
             )
             key = (f"{_key_name(step.name)}-{token}", *gkey)
             build.tasks[key] = Task(key, T.run_step, ctx, call, TaskRef(source), *special_refs)

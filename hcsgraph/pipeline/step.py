@@ -85,8 +85,8 @@ class FunctionStep:
         memory_type: which version of a library function to run (numpy by default); ignored for
             callables, whose decorators declare their own types.
         materialize: also write this step's output under a directory of its own.
-        output_dtype: the dtype the step returns, when it differs from its input's and the
-            function does not declare it.
+        output_dtype: the dtype of the step's output: the result is cast to it when that loses
+            nothing (uint16 → int32, say); a lossy cast is an error naming the step.
         allow_cpu_fallback: a GPU step may run its CPU version when the GPU fails or is absent.
         **kwargs: keyword arguments for the function.
     """

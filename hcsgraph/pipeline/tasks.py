@@ -227,6 +227,7 @@ class StepCall(ShippedByValue):
     cpu_chain: tuple[tuple[Callable[..., Any], dict[str, Any]], ...] | None = None
     oom_recovery: bool = True
     scratch_path: str | None = None
+    cast_dtype: str | None = None
 
 
 def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any) -> Any:
@@ -251,6 +252,8 @@ def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any
             specials_out.update(produced)
             recoveries.extend(recs)
         _check_shape(ctx, stack, in_shape, call.expected_slices)
+        if call.cast_dtype is not None:
+            stack = _cast_exactly(ctx, stack, np.dtype(call.cast_dtype), call.output_type)
         if call.scratch_path is not None:
             from hcsgraph.io import FileManager
 
@@ -326,6 +329,20 @@ def _call_function(
         result, *values = result
         produced = dict(zip(declared, values, strict=True))
     return result, produced, recoveries
+
+
+def _cast_exactly(ctx: GroupContext, stack: Any, dtype: np.dtype, memory_type: MemoryType) -> Any:
+    """The step's declared ``output_dtype``: a cast that loses nothing, or a clear error."""
+    host = np.asarray(to_memory_type(stack, MemoryType.NUMPY))
+    if host.dtype == dtype:
+        return stack
+    if not np.can_cast(host.dtype, dtype, casting="safe"):
+        raise StepExecutionError(
+            ctx.step, ctx.well,
+            f"returned {host.dtype}, which cannot be cast to output_dtype={dtype} without loss",
+            group=ctx.group,
+        )
+    return to_memory_type(host.astype(dtype), memory_type)
 
 
 def _check_shape(ctx: GroupContext, stack: Any, in_shape: tuple[int, ...], expected: int) -> None:

@@ -61,8 +61,11 @@ def test_run_a_pipeline_file(tiff_plate, tmp_path):
     tif = out / "images" / "A01" / "A01_s1_w1_z1_t1.tif"
     import tifffile
 
-    mask = tifffile.imread(tif)
+    from hcsgraph.io import FileManager
+
+    mask = FileManager().load_array(str(tif), "disk")
     assert mask.dtype == bool and mask.shape == (96, 96) and mask.any()
+    assert np.array_equal(tifffile.imread(tif), mask.astype(np.uint8))  # Fiji sees 0/1 uint8
     # again without --overwrite: a clear error, nothing lost
     again = _run("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "1")
     assert again.returncode == 2
