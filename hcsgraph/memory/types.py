@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hcsgraph.config import MemoryType
+from hcsgraph.config import MemoryType, coerce_enum
 
 # Top-level module of a class in an array's MRO → memory type.
 _MODULE_ROOTS: dict[str, MemoryType] = {
@@ -34,15 +34,7 @@ _ARRAY_CLASS_NAMES = {
 
 def as_memory_type(value: MemoryType | str) -> MemoryType:
     """Return ``value`` as a :class:`MemoryType`; accept the member or its string value."""
-    if isinstance(value, MemoryType):
-        return value
-    if isinstance(value, str):
-        try:
-            return MemoryType(value.lower())
-        except ValueError:
-            pass
-    valid = ", ".join(repr(m.value) for m in MemoryType)
-    raise ValueError(f"{value!r} is not a memory type; expected one of {valid}")
+    return coerce_enum(MemoryType, value, "memory_type")
 
 
 def memory_type_of(obj: Any) -> MemoryType:

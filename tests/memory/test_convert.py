@@ -103,7 +103,7 @@ def test_source_type_must_match_the_data(require):
     assert info.value.method == "type check"
     with pytest.raises(MemoryConversionError, match="cannot tell the memory type of a builtins.list"):
         convert_memory([1, 2, 3], "numpy", "torch")
-    with pytest.raises(ValueError, match="'pytorch' is not a memory type"):
+    with pytest.raises(ValueError, match="'pytorch' is not a valid MemoryType"):
         convert_memory(np.zeros(3), "numpy", "pytorch")
 
 

@@ -42,7 +42,7 @@ def test_memory_type_of_non_arrays_names_the_type(obj):
 def test_as_memory_type_accepts_member_and_string():
     assert as_memory_type("Torch") is MemoryType.TORCH
     assert as_memory_type(MemoryType.JAX) is MemoryType.JAX
-    with pytest.raises(ValueError, match="'opencl' is not a memory type"):
+    with pytest.raises(ValueError, match="'opencl' is not a valid MemoryType"):
         as_memory_type("opencl")
 
 

@@ -93,3 +93,44 @@ def test_oom_is_recovered_and_counted(plate, client, tmp_path):
     a = zarr.open_group(result.image_store, mode="r")["A/1/0/0"][:]
     b = zarr.open_group(reference.image_store, mode="r")["A/1/0/0"][:]
     assert a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def _cuda_device_count() -> int:
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) if cupy.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - cupy missing or no driver
+        return 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_device_count() == 0, reason="needs cupy and a CUDA device")
+def test_cupy_then_torch_pipeline_on_a_gpu_local_cluster(plate, tmp_path):
+    from hcsgraph.gpu import local_cluster
+
+    @cupy_function
+    def square_on_gpu(stack):
+        return stack.astype("float32") ** 2
+
+    square_on_gpu.output_dtype = "float32"
+
+    @torch_function
+    def halve_on_gpu(stack):
+        assert stack.is_cuda
+        return stack / 2
+
+    pipeline = Pipeline([FunctionStep(square_on_gpu), FunctionStep(halve_on_gpu)], name="gpu")
+    with local_cluster(n_workers=1) as cluster, Client(cluster):
+        graph = pipeline.compile(plate.path, tmp_path / "o")
+        counts = graph.task_counts()
+        assert counts["to_cupy"] == 4 and counts["to_torch"] == 4 and counts["to_numpy"] == 4
+        result = graph.compute()
+    assert result.ok
+    source = zarr.open_group(result.image_store, mode="r")["A/1/0/0"][0, 0, 0]
+    from hcsgraph.plate import open_plate
+    from hcsgraph.plate.reader import read_plane
+
+    first = open_plate(plate.path).table.query("well == 'A01' and site == 1 and channel == 1")["path"].iloc[0]
+    expected = read_plane(first).astype(np.float32) ** 2 / 2
+    assert np.array_equal(source, expected)

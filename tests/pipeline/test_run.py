@@ -158,3 +158,11 @@ def test_output_plate_validates(plate, tmp_path, version):
         scheduler="sync")
     model = open_ome_zarr(zarr.open_group(result.image_store, mode="r"))
     assert type(model).__name__ == "HCS"
+
+
+def test_pipeline_config_overrides_the_global_one(plate, tmp_path):
+    disk = GlobalPipelineConfig(vfs=VFSConfig(materialization_backend="disk"))
+    zarr_config = GlobalPipelineConfig(vfs=VFSConfig(materialization_backend="zarr"))
+    pipeline = Pipeline([FunctionStep("gaussian_filter")], name="p", config=disk)
+    result = pipeline.compile(plate.path, tmp_path / "o", zarr_config).compute(scheduler="sync")
+    assert result.backend == "disk" and (tmp_path / "o" / "images").is_dir()
