@@ -18,7 +18,7 @@ import os
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -150,7 +150,7 @@ def compile_pipeline(
     for s_index, (step, resolved) in enumerate(zip(pipeline.steps, steps, strict=True)):
         fixed = _fixed_components(step)
         step_materialize = step.materialize
-        for gkey, members in _groups({p: planes.get(p, "") for p in location}, fixed).items():
+        for gkey, members in _groups(location, fixed).items():
             well = gkey[0]
             chain = resolved.get(gkey)
             if chain is None:
@@ -203,8 +203,6 @@ def compile_pipeline(
                 sub = layout.sub_layout(step_materialize.sub_dir, backend)
                 sub.request(key, out_members, out_type, ctx, step_dtypes[s_index],
                             name=f"write_{_key_name(step_materialize.sub_dir)}")
-        for name in _step_specials(resolved):
-            producers.setdefault(name, (s_index, fixed))
 
     out_dtype = step_dtypes[-1] if steps else in_dtype
     # Final writes: one per task that holds final planes.
@@ -297,7 +295,7 @@ def _fixed_components(step: FunctionStep) -> tuple[str, ...]:
     return tuple(c for c in COMPONENTS if c not in step.variable_components)
 
 
-def _groups(planes: dict[PlaneId, Any], fixed: tuple[str, ...]) -> dict[tuple[Any, ...], list[PlaneId]]:
+def _groups(planes: Iterable[PlaneId], fixed: tuple[str, ...]) -> dict[tuple[Any, ...], list[PlaneId]]:
     """Planes grouped by the fixed components, each group in natural order of the others."""
     idx = [_CINDEX[c] for c in fixed]
     out: dict[tuple[Any, ...], list[PlaneId]] = defaultdict(list)
