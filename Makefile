@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test venv demo-deps test-deps opencl bench lint
+.PHONY: demo test venv demo-deps test-deps opencl bench bench-quick lint
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,6 @@ bench: test-deps
 
 lint: test-deps
 	$(VENV)/bin/ruff check hcsgraph tests benchmarks examples
+
+bench-quick: test-deps
+	$(PY) -m benchmarks.run --quick

@@ -10,6 +10,7 @@ no scheduler, no graph, nothing but the work.
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -125,8 +126,12 @@ def run(pool: ProcessPoolExecutor, table, output: str | os.PathLike, backend: st
 
 
 def start_pool(n_workers: int) -> ProcessPoolExecutor:
-    """A pool with ``n_workers`` processes, all started and with their libraries imported."""
-    pool = ProcessPoolExecutor(max_workers=n_workers)
+    """A pool with ``n_workers`` processes, all started and with their libraries imported.
+
+    Processes are spawned (as dask's workers are), so their RSS is their own and not pages
+    shared with a forked parent.
+    """
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"))
     list(pool.map(_warm, range(n_workers * 4)))
     return pool
 

@@ -25,6 +25,7 @@ PACKAGE = "openhcs==0.8.6"
 CONSTRAINT = "torch==2.13.0"
 INSTALL_TIMEOUT_S = 1800
 RUN_TIMEOUT_S = 900
+ATTEMPTS = 3
 
 
 def python() -> Path:
@@ -92,17 +93,17 @@ def run(workdir: Path, *, sizes: dict[str, int], sites: int, channels: int, imag
         log(f"  reference skipped: {why}")
         return {"status": "skipped", "message": why, "rows": []}
     full = cached_plate(workdir / "plates", max(sizes.values()), sites, channels, image_size)
-    source = mirror_plate(Path(full.root), workdir / "reference-plate")
+    mirror = workdir / "reference-plate"
     rows = []
     for name, n_wells in sizes.items():
         plate = subset(full, n_wells)
-        request = {"plate": str(source), "wells": plate.wells, "output": str(workdir / "reference-runs" / name),
+        request = {"plate": str(mirror), "wells": plate.wells, "output": str(workdir / "reference-runs" / name),
                    "workers": n_workers, "sigma": 2.0, "radius": 2}
         start = time.perf_counter()
         done = None
-        for _attempt in range(2):  # its zarr conversion of the input is flaky under parallel workers
-            for stale in (source.with_name(source.name + "_openhcs"), source / "zarr"):
-                shutil.rmtree(stale, ignore_errors=True)  # it writes beside and inside its input
+        for _attempt in range(ATTEMPTS):  # its conversion of the input is flaky under parallel workers
+            shutil.rmtree(mirror.with_name(mirror.name + "_openhcs"), ignore_errors=True)  # it writes beside
+            mirror_plate(Path(full.root), mirror)  # and inside its input: a fresh copy each time
             try:
                 done = subprocess.run([str(python()), str(HERE / "reference_runner.py"), json.dumps(request)],
                                       capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
@@ -112,7 +113,7 @@ def run(workdir: Path, *, sizes: dict[str, int], sites: int, channels: int, imag
                 break
             log(f"  reference size {name} failed: {_tail(done.stderr or done.stdout, 300)}")
         if done.returncode:
-            message = f"size {name} (twice): {_tail(done.stderr or done.stdout)}"
+            message = f"size {name} ({ATTEMPTS} attempts): {_tail(done.stderr or done.stdout)}"
             return {"status": "failed", "message": message, "rows": rows}
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         wall = answer.get("wall_s", time.perf_counter() - start)
