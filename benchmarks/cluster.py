@@ -17,14 +17,17 @@ from hcsgraph.plate import PlateIndex
 
 @contextmanager
 def local_client(n_workers: int, memory_limit: str | int | None = None) -> Iterator[Any]:
-    """A Client on a LocalCluster of ``n_workers`` processes with one thread each."""
-    from distributed import Client, LocalCluster
+    """A Client on hcsgraph's local cluster (``hcsgraph.gpu.local_cluster``, the embedded default)
+    of ``n_workers`` processes with one thread each."""
+    from distributed import Client
+
+    from hcsgraph.gpu import local_cluster
 
     kwargs: dict[str, Any] = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
                               "dashboard_address": ":0"}
     if memory_limit is not None:
         kwargs["memory_limit"] = memory_limit
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+    with local_cluster(**kwargs) as cluster, Client(cluster) as client:
         client.wait_for_workers(n_workers)
         yield client
 

@@ -20,6 +20,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,8 @@ def compile_pipeline(
     _check_output(layout, pipeline, overwrite, resume)
 
     planes = _plane_table(table)
-    token = tokenize(pipeline.spec(), sorted(planes.items()), layout.root, repr(cfg), policy.value)
+    plane_list = "\n".join(f"{p}\t{path}" for p, path in sorted(planes.items()))
+    token = tokenize(pipeline.spec(), plane_list, layout.root, repr(cfg), policy.value)
     gpu_workers = _cluster_gpu_workers()
     in_dtype = np.dtype(index.dtype)
     yx = tuple(int(n) for n in index.image_shape)
@@ -298,9 +300,10 @@ def _fixed_components(step: FunctionStep) -> tuple[str, ...]:
 def _groups(planes: Iterable[PlaneId], fixed: tuple[str, ...]) -> dict[tuple[Any, ...], list[PlaneId]]:
     """Planes grouped by the fixed components, each group in natural order of the others."""
     idx = [_CINDEX[c] for c in fixed]
+    group_of = itemgetter(*idx) if len(idx) > 1 else (lambda p, i=idx[0]: (p[i],))
     out: dict[tuple[Any, ...], list[PlaneId]] = defaultdict(list)
     for p in planes:
-        out[tuple(p[i] for i in idx)].append(p)
+        out[group_of(p)].append(p)
     ordered = sorted(out, key=lambda g: (well_sort_key(g[0]), *g[1:]))
     return {g: sorted(out[g], key=lambda p: p[1:]) for g in ordered}
 
