@@ -17,7 +17,7 @@ BACKENDS = ("zarr", "disk")
 
 
 def run(workdir: Path, *, sizes: dict[str, int], sites: int, channels: int, image_size: int, n_workers: int,
-        reference: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
+        reference: dict[str, Any] | None = None, log=print, repeat: int = 2) -> dict[str, Any]:
     """Every (size, backend) with the baseline and hcsgraph; rows carry wall time, throughput, RSS, ratios."""
     largest = max(sizes.values())
     started = time.perf_counter()
@@ -29,25 +29,32 @@ def run(workdir: Path, *, sizes: dict[str, int], sites: int, channels: int, imag
     runs = workdir / "runs"
     rows: list[dict[str, Any]] = []
 
+    # Both systems stay up for the whole workload and take turns on each plate, `repeat` times;
+    # each row keeps its best run. On a shared 2-core machine the speed drifts by tens of percent
+    # over minutes, so interleaving keeps the side-by-side ratios fair.
     pool = baseline.start_pool(n_workers)
     pool_pids = {pid: f"pool-{i}" for i, pid in enumerate(baseline.pool_pids(pool))}
     try:
-        for backend in BACKENDS:  # untimed, like the hcsgraph warm-up
-            baseline.run(pool, tiny.table, runs / f"baseline-warmup-{backend}", backend)
-        for name, plate in plates.items():
-            for backend in BACKENDS:
-                rows.append(_baseline_row(pool, pool_pids, plate, name, backend, runs))
-                log(_line(rows[-1]))
+        with local_client(n_workers) as client:
+            for backend in BACKENDS:  # untimed warm-up of both systems
+                baseline.run(pool, tiny.table, runs / f"baseline-warmup-{backend}", backend)
+            warm_up(client, tiny, runs)
+            pids = worker_pids(client)
+            for name, plate in plates.items():
+                for backend in BACKENDS:
+                    best: dict[str, dict[str, Any]] = {}
+                    for _ in range(repeat):
+                        for result in (_baseline_row(pool, pool_pids, plate, name, backend, runs),
+                                       _hcsgraph_row(client, pids, plate, name, backend, runs)):
+                            system = result["system"]
+                            if system not in best or result["wall_s"] < best[system]["wall_s"]:
+                                best[system] = result
+                    for system in ("baseline", "hcsgraph"):
+                        best[system]["runs"] = repeat
+                        rows.append(best[system])
+                        log(_line(rows[-1]))
     finally:
         pool.shutdown()
-
-    with local_client(n_workers) as client:
-        warm_up(client, tiny, runs)
-        pids = worker_pids(client)
-        for name, plate in plates.items():
-            for backend in BACKENDS:
-                rows.append(_hcsgraph_row(client, pids, plate, name, backend, runs))
-                log(_line(rows[-1]))
 
     if reference is not None:
         rows.extend(reference.get("rows", []))
@@ -58,7 +65,8 @@ def run(workdir: Path, *, sizes: dict[str, int], sites: int, channels: int, imag
             "n_workers": n_workers,
             "warm_up": "Pool and cluster are started before timing, then each system does one untimed run "
                        "per output backend on a 1-well 64x64 plate, so process start-up and imports are not "
-                       "timed; hcsgraph wall time includes compiling the graph",
+                       "timed; hcsgraph wall time includes compiling the graph. The two systems take turns "
+                       f"on each plate {repeat} times and each row is the best of its runs",
             "rows": rows}
 
 
