@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from hcsgraph.functions import _cle_ops, _torch_ops
-from hcsgraph.functions._common import check_footprint, check_stack, make_footprint, per_slice
+from hcsgraph.functions._common import check_footprint, check_stack, make_footprint
 from hcsgraph.memory.decorators import numpy as numpy_func
 from hcsgraph.memory.decorators import pyclesperanto as cle_func
 from hcsgraph.memory.decorators import torch as torch_func
@@ -31,13 +31,11 @@ def binary_opening(stack: np.ndarray, radius: int = 2, footprint: Any = None, sh
     """Morphological opening of each Z plane's mask (scipy.ndimage); any nonzero pixel is foreground."""
     from scipy import ndimage
 
-    fp = opening_footprint(radius, footprint, shape)
-
-    def open_plane(plane: np.ndarray) -> np.ndarray:
-        eroded = ndimage.binary_erosion(plane, structure=fp, border_value=1)
-        return ndimage.binary_dilation(eroded, structure=fp, border_value=0)
-
-    return per_slice(open_plane, np.asarray(stack) != 0, "binary_opening")
+    check_stack(stack, "binary_opening")
+    # The footprint has extent 1 along Z, so one call over the stack opens each plane on its own.
+    fp = opening_footprint(radius, footprint, shape)[None]
+    eroded = ndimage.binary_erosion(np.asarray(stack) != 0, structure=fp, border_value=1)
+    return ndimage.binary_dilation(eroded, structure=fp, border_value=0)
 
 
 @torch_func(oom_recovery=True)

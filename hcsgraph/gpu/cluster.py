@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import dask
 from distributed import Client, LocalCluster
 from distributed.worker_memory import parse_memory_limit
 
@@ -94,8 +93,7 @@ def local_cluster(
     else:
         devices = visible_gpus()
     plugin = plugin if plugin is not None else GPUWorkerPlugin()
-    with dask.config.set(image_worker_config()):
-        cluster = _start_cluster(devices, n_workers, threads_per_worker, kwargs)
+    cluster = _start_cluster(devices, n_workers, threads_per_worker, kwargs)
     try:
         with Client(cluster) as client:
             client.register_plugin(plugin, name=plugin.name)
@@ -103,21 +101,6 @@ def local_cluster(
         cluster.close()
         raise
     return cluster
-
-
-def image_worker_config() -> dict[str, Any]:
-    """Dask settings hcsgraph starts its local workers with.
-
-    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's
-    mmap threshold at 128 KiB: every image-sized array is then a fresh mapping, and a 1024²
-    pipeline spends ~15% of its CPU in page faults (5,800 against 500 minor faults per image,
-    measured on the cell-count pipeline). Leaving the variable unset restores glibc's adaptive
-    thresholds, as in a plain Python process. A value the user configured is kept.
-    """
-    key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
-    if dask.config.get(key, None) not in (65536, "65536"):
-        return {}
-    return {key: None}
 
 
 def _start_cluster(devices: list[str], n_workers: int | None, threads_per_worker: int,
