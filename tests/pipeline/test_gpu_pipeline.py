@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zarr
 from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from hcsgraph import FunctionStep, Pipeline
 from hcsgraph.memory import cupy as cupy_function
@@ -45,6 +46,23 @@ def make_flaky_double(counter: Path, k: int):
     return flaky_double
 
 
+class RecordRestrictions(SchedulerPlugin):
+    """Remembers the resource restrictions of every task the scheduler runs."""
+
+    name = "record-restrictions"
+
+    def __init__(self):
+        self.seen = {}
+
+    async def start(self, scheduler):
+        self.scheduler = scheduler
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        ts = self.scheduler.tasks.get(key)
+        if ts is not None and ts.resource_restrictions:
+            self.seen[str(key)] = dict(ts.resource_restrictions)
+
+
 @pytest.fixture(scope="module")
 def gpu_labelled_cluster():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -58,19 +76,15 @@ def test_gpu_steps_carry_the_gpu_resource(plate, gpu_labelled_cluster, tmp_path)
         name="gpu-resources",
     )
     with Client(gpu_labelled_cluster) as client:
+        client.register_plugin(RecordRestrictions())
         graph = pipeline.compile(plate.path, tmp_path / "o")
         gpu_keys = {k for k in graph.resources}
         assert gpu_keys and all(k[0].startswith("gaussian_filter") for k in gpu_keys)
         result = client.compute(graph).result()
         assert result.ok
-
-        def restrictions(dask_scheduler):
-            return {str(ts.key): ts.resource_restrictions for ts in dask_scheduler.tasks.values()
-                    if ts.resource_restrictions}
-
-        seen = client.run_on_scheduler(restrictions)
-    assert seen and all(v == {"GPU": 1.0} for v in seen.values())
-    assert all("gaussian_filter" in k for k in seen)
+        seen = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins[RecordRestrictions.name].seen)
+    assert set(seen) == {str(k) for k in gpu_keys}
+    assert all(v == {"GPU": 1.0} for v in seen.values())
 
 
 def test_gpu_pipeline_on_a_cluster_without_gpus_fails_at_compile(plate, client, tmp_path):
