@@ -94,9 +94,6 @@ class PipelineGraph(DaskMethodsMixin):
     def __dask_keys__(self) -> list:
         return self.expr.__dask_keys__()
 
-    def __dask_layers__(self) -> tuple[str, ...]:
-        return (self.result_key,)
-
     def __dask_tokenize__(self) -> str:
         return self.result_key
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -526,8 +525,3 @@ def write_json_atomic(path: str, payload: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2, sort_keys=True, default=str)
     os.replace(tmp, path)
-
-
-def format_exception(exc: BaseException) -> str:
-    """A one-paragraph traceback for the run report."""
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
