@@ -24,8 +24,8 @@ class CLIError(click.ClickException):
 
 @contextlib.contextmanager
 def _client(scheduler: str | None, workers: int | None, threads: int, timeout: float) -> Iterator[Any]:
-    """A Client on ``scheduler``, or on a new LocalCluster with ``workers`` processes."""
-    from distributed import Client, LocalCluster
+    """A Client on ``scheduler``, or on hcsgraph's local cluster with ``workers`` processes."""
+    from distributed import Client
 
     if scheduler:
         try:
@@ -38,11 +38,7 @@ def _client(scheduler: str | None, workers: int | None, threads: int, timeout: f
     from hcsgraph.gpu import local_cluster
 
     n = workers or max(1, (os.cpu_count() or 1))
-    try:
-        cluster = local_cluster(n_workers=n, threads_per_worker=threads)
-    except Exception:  # noqa: BLE001 - fall back to a plain CPU cluster
-        cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True)
-    with cluster, Client(cluster) as client:
+    with local_cluster(n_workers=n, threads_per_worker=threads) as cluster, Client(cluster) as client:
         yield client
 
 

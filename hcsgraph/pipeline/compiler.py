@@ -343,13 +343,20 @@ def _cuda_available() -> bool:
         return False
 
 
-def _resolve_callable(step: FunctionStep, call: FunctionCall) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
+def _gpu_available(gpu_workers: int | None) -> bool:
+    """GPU workers on the connected cluster or, with no client, a CUDA device here."""
+    return gpu_workers > 0 if gpu_workers is not None else _cuda_available()
+
+
+def _resolve_callable(
+    step: FunctionStep, call: FunctionCall, gpu_workers: int | None
+) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
     """The callable a FunctionCall names, and its numpy twin (for CPU fallback) where known."""
     from hcsgraph.pipeline import library
 
     if isinstance(call.func, str):
         memory_type = step.memory_type or MemoryType.NUMPY
-        if memory_type is MemoryType.CUPY and not _cuda_available() and not _cluster_gpu_workers():
+        if memory_type is MemoryType.CUPY and not _gpu_available(gpu_workers):
             if step.allow_cpu_fallback and MemoryType.NUMPY in library.registry.available_memory_types(call.func):
                 warnings.warn(
                     f"step {step.name!r}: no GPU for the cupy version of {call.func}; running its numpy version",
@@ -401,11 +408,10 @@ def _resolve_chain(step: FunctionStep, chain: tuple[FunctionCall, ...], gpu_work
     special_in: list[str] = []
     special_out: dict[str, Any] = {}
     for call in chain:
-        func, twin = _resolve_callable(step, call)
+        func, twin = _resolve_callable(step, call, gpu_workers)
         mtype = MemoryType(getattr(func, "input_memory_type", MemoryType.NUMPY))
         if mtype is MemoryType.CUPY:
-            gpu_here = gpu_workers > 0 if gpu_workers is not None else _cuda_available()
-            if not gpu_here:
+            if not _gpu_available(gpu_workers):
                 if twin is None or not step.allow_cpu_fallback:
                     where = "the cluster has no GPU workers" if gpu_workers is not None else "no CUDA device is available"
                     raise PipelineCompileError(

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from dask.sizeof import sizeof
 
-import hcsgraph.memory  # noqa: F401  (registers dask.sizeof for torch/jax/tf/OpenCL arrays on workers)
 from hcsgraph.config import MemoryType, OnError
-from hcsgraph.pipeline.contracts import get_special_outputs
+from hcsgraph.memory import convert_to  # importing hcsgraph.memory registers dask.sizeof on workers
+from hcsgraph.pipeline.contracts import get_special_inputs, get_special_outputs
 from hcsgraph.pipeline.errors import StepExecutionError
 
 
@@ -129,16 +129,6 @@ def _scratch_backend(path: str) -> str:
     return "disk" if path.endswith(".npy") else "zarr"
 
 
-def to_memory_type(stack: Any, target: MemoryType, gpu_id: int | None = None) -> Any:
-    """``stack`` in memory type ``target`` (no copy where the libraries allow)."""
-    from hcsgraph.memory import convert_memory, memory_type_of
-
-    source = memory_type_of(stack)
-    if source is target:
-        return stack
-    return convert_memory(stack, source, target, gpu_id=gpu_id)
-
-
 def convert_task(ctx: GroupContext, data: Any, target: MemoryType) -> StepOutput | Failure:
     """A conversion edge of the graph: the group's stack in ``target``."""
     if isinstance(data, Failure):
@@ -146,7 +136,7 @@ def convert_task(ctx: GroupContext, data: Any, target: MemoryType) -> StepOutput
     start = time.perf_counter()
     try:
         gpu_id = _device_id()
-        stack = to_memory_type(_stack_of(data), target, gpu_id)
+        stack = convert_to(_stack_of(data), target, gpu_id)
         _synchronize(target)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
@@ -165,7 +155,7 @@ def regroup_task(
     try:
         from hcsgraph.memory import stack_slices
 
-        host = [to_memory_type(_stack_of(s), MemoryType.NUMPY) for s in sources]
+        host = [convert_to(_stack_of(s), MemoryType.NUMPY) for s in sources]
         stack = stack_slices([host[i][z] for i, z in picks], target, _device_id())
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
@@ -247,7 +237,9 @@ def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any
         device = _device_id()
         for index, (func, kwargs) in enumerate(call.chain):
             cpu_twin = call.cpu_chain[index] if call.cpu_chain else None
-            stack, produced, recs = _call_function(ctx, func, kwargs, stack, specials_in, cpu_twin, device, call)
+            stack, produced, recs = _call_function(
+                ctx, func, kwargs, stack, {**specials_in, **specials_out}, cpu_twin, device, call
+            )
             specials_out.update(produced)
             recoveries.extend(recs)
         _check_shape(ctx, stack, in_shape, call.expected_slices)
@@ -256,7 +248,7 @@ def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any
         if call.scratch_path is not None:
             from hcsgraph.io import FileManager
 
-            host = to_memory_type(stack, MemoryType.NUMPY)
+            host = convert_to(stack, MemoryType.NUMPY)
             FileManager().save_array(np.ascontiguousarray(host), call.scratch_path,
                                      _scratch_backend(call.scratch_path), overwrite=True)
     except Exception as exc:  # noqa: BLE001
@@ -278,14 +270,12 @@ def _call_function(
     device: int | None,
     call: StepCall,
 ) -> tuple[Any, dict[str, Any], list[tuple[str, str]]]:
-    from hcsgraph.pipeline.contracts import get_special_inputs
-
     wanted = get_special_inputs(func)
     args = dict(kwargs)
     args.update({name: specials_in[name] for name in wanted})
     in_type = getattr(func, "input_memory_type", MemoryType.NUMPY)
     in_type = MemoryType(in_type)
-    stack = to_memory_type(stack, in_type, device)
+    stack = convert_to(stack, in_type, device)
     recoveries: list[tuple[str, str]] = []
     if in_type is MemoryType.NUMPY or not call.oom_recovery or not getattr(func, "oom_recovery", True):
         result = func(stack, **args)
@@ -298,7 +288,7 @@ def _call_function(
             twin, twin_kwargs = cpu_twin
 
             def cpu_func(host_stack: Any, **_: Any) -> Any:
-                return twin(to_memory_type(host_stack, MemoryType.NUMPY), **{**twin_kwargs, **{
+                return twin(convert_to(host_stack, MemoryType.NUMPY), **{**twin_kwargs, **{
                     n: specials_in[n] for n in get_special_inputs(twin)}})
 
         with task_stream(in_type, device):
@@ -332,7 +322,7 @@ def _call_function(
 
 def _cast_exactly(ctx: GroupContext, stack: Any, dtype: np.dtype, memory_type: MemoryType) -> Any:
     """The step's declared ``output_dtype``: a cast that loses nothing, or a clear error."""
-    host = np.asarray(to_memory_type(stack, MemoryType.NUMPY))
+    host = np.asarray(convert_to(stack, MemoryType.NUMPY))
     if host.dtype == dtype:
         return stack
     if not np.can_cast(host.dtype, dtype, casting="safe"):
@@ -341,7 +331,7 @@ def _cast_exactly(ctx: GroupContext, stack: Any, dtype: np.dtype, memory_type: M
             f"returned {host.dtype}, which cannot be cast to output_dtype={dtype} without loss",
             group=ctx.group,
         )
-    return to_memory_type(host.astype(dtype), memory_type)
+    return convert_to(host.astype(dtype), memory_type)
 
 
 def _check_shape(ctx: GroupContext, stack: Any, in_shape: tuple[int, ...], expected: int) -> None:
@@ -440,7 +430,7 @@ def write_group(ctx: GroupContext, spec: WriteSpec, data: Any) -> WriteReceipt |
         return data
     start = time.perf_counter()
     try:
-        stack = np.asarray(to_memory_type(_stack_of(data), MemoryType.NUMPY))
+        stack = np.asarray(convert_to(_stack_of(data), MemoryType.NUMPY))
         if stack.dtype != np.dtype(spec.dtype):
             raise StepExecutionError(
                 ctx.step,
