@@ -222,8 +222,12 @@ class GlobalPipelineConfig:
     threads_per_worker: int = 1
     on_error: OnError = OnError.STOP
     overwrite: bool = False
+    fuse_tasks: bool = True
+    """Run each linear run of a group's tasks (load, steps, conversions, write) as one task."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fuse_tasks, bool):
+            raise ConfigError(f"fuse_tasks={self.fuse_tasks!r} must be True or False")
         for name, cls in (("vfs", VFSConfig), ("zarr", ZarrConfig), ("gpu", GPUConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be a {cls.__name__}")

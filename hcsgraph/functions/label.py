@@ -26,12 +26,17 @@ def check_connectivity(connectivity: Any, name: str = "label") -> int:
 
 
 def label_planes(mask: np.ndarray, connectivity: int) -> np.ndarray:
-    """int32 labels of every plane of a ``[Z, Y, X]`` mask (scikit-image)."""
-    from skimage.measure import label as skimage_label
+    """int32 labels of every plane of a ``[Z, Y, X]`` bool mask.
 
-    out = np.zeros(mask.shape, dtype=np.int32)
+    The numbering is scikit-image's ``label`` (which runs ``scipy.ndimage.label`` on masks);
+    each plane is labelled straight into the int32 result.
+    """
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    out = np.empty(mask.shape, dtype=np.int32)
     for z, plane in enumerate(mask):
-        out[z] = skimage_label(plane, background=0, connectivity=connectivity)
+        ndimage.label(plane, structure=structure, output=out[z])
     return out
 
 
@@ -40,7 +45,8 @@ def label(stack: np.ndarray, connectivity: int = 1) -> np.ndarray:
     """Label the connected objects of each Z plane's mask (scikit-image); returns int32 labels."""
     check_stack(stack, "label")
     connectivity = check_connectivity(connectivity)
-    return label_planes(np.asarray(stack) != 0, connectivity)
+    stack = np.asarray(stack)
+    return label_planes(stack if stack.dtype == bool else stack != 0, connectivity)
 
 
 @cle_func

@@ -24,12 +24,26 @@ NBINS = 256
 """Histogram bins for float planes (integer planes use one bin per grey level)."""
 
 
-def _otsu_plane_numpy(plane: np.ndarray) -> np.ndarray:
+def _otsu_threshold_numpy(plane: np.ndarray) -> float | None:
+    """scikit-image's Otsu threshold of one plane; None for an empty or constant plane.
+
+    Unsigned planes of up to 16 bits take one histogram pass (``bincount``) handed to
+    scikit-image as its own one-bin-per-grey-level histogram.
+    """
     from skimage.filters import threshold_otsu as skimage_otsu
 
-    if plane.size == 0 or plane.min() == plane.max():
-        return np.zeros(plane.shape, dtype=bool)
-    return plane > skimage_otsu(plane, nbins=NBINS)
+    if plane.size == 0:
+        return None
+    if plane.dtype.kind == "u" and plane.dtype.itemsize <= 2:
+        counts = np.bincount(plane.reshape(-1))
+        present = np.flatnonzero(counts)
+        low, high = int(present[0]), int(present[-1])
+        if low == high:
+            return None
+        return float(skimage_otsu(hist=(counts[low:high + 1], np.arange(low, high + 1))))
+    if plane.min() == plane.max():
+        return None
+    return float(skimage_otsu(plane, nbins=NBINS))
 
 
 @numpy_func
@@ -41,7 +55,9 @@ def threshold_otsu(stack: np.ndarray) -> np.ndarray:
         return stack.copy()
     out = np.zeros(stack.shape, dtype=bool)
     for z, plane in enumerate(stack):
-        out[z] = _otsu_plane_numpy(plane)
+        threshold = _otsu_threshold_numpy(plane)
+        if threshold is not None:
+            np.greater(plane, threshold, out=out[z])
     return out
 
 

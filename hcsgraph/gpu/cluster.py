@@ -18,6 +18,7 @@ from distributed.worker_memory import parse_memory_limit
 
 from hcsgraph.gpu.devices import cycled_visible_devices, parse_visible_devices, visible_gpus
 from hcsgraph.gpu.plugin import GPUWorkerPlugin
+from hcsgraph.workers.allocator import HostAllocatorPlugin
 
 logger = logging.getLogger("hcsgraph.gpu")
 
@@ -75,6 +76,7 @@ def local_cluster(
     *,
     cuda_visible_devices: str | list[str] | None = None,
     plugin: GPUWorkerPlugin | None = None,
+    allocator: HostAllocatorPlugin | None | bool = True,
     **kwargs: Any,
 ) -> LocalCluster:
     """Start a local cluster: one worker per visible GPU, or a CPU cluster when there is none.
@@ -83,8 +85,10 @@ def local_cluster(
     GPUs it is passed to ``LocalCluster`` as is. ``cuda_visible_devices``: the GPUs to use
     (default: ``CUDA_VISIBLE_DEVICES``, else every GPU the driver reports). GPU workers
     advertise ``resources={"GPU": 1}`` (a ``resources`` keyword overrides it). ``plugin``: the
-    :class:`GPUWorkerPlugin` registered on every worker (default ``GPUWorkerPlugin()``). Other
-    keywords go to ``LocalCluster``.
+    :class:`GPUWorkerPlugin` registered on every worker (default ``GPUWorkerPlugin()``).
+    ``allocator``: the :class:`~hcsgraph.workers.HostAllocatorPlugin` registered on every worker
+    (True: the default one; False or None: leave malloc as distributed sets it). Other keywords go
+    to ``LocalCluster``.
     """
     if isinstance(cuda_visible_devices, str):
         devices = parse_visible_devices(cuda_visible_devices) or []
@@ -93,10 +97,14 @@ def local_cluster(
     else:
         devices = visible_gpus()
     plugin = plugin if plugin is not None else GPUWorkerPlugin()
+    if allocator is True:
+        allocator = HostAllocatorPlugin()
     cluster = _start_cluster(devices, n_workers, threads_per_worker, kwargs)
     try:
         with Client(cluster) as client:
             client.register_plugin(plugin, name=plugin.name)
+            if allocator:
+                client.register_plugin(allocator, name=allocator.name)
     except BaseException:
         cluster.close()
         raise

@@ -360,10 +360,25 @@ def _open_level(path: str | os.PathLike, well: str, field: int, level: int) -> z
         ) from exc
 
 
-def _write(path, well: str, field: int, selection: tuple, data: np.ndarray, n_levels: int, what: str) -> None:
+ArrayCache = dict[tuple[str, str, int, int], zarr.Array]
+"""Opened level arrays by ``(plate path, well, field, level)``: pass one dict to several writes to open each once."""
+
+
+def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache | None) -> zarr.Array:
+    if arrays is None:
+        return _open_level(path, well, field, level)
+    key = (os.fspath(path), well, int(field), level)
+    array = arrays.get(key)
+    if array is None:
+        array = arrays[key] = _open_level(path, well, field, level)
+    return array
+
+
+def _write(path, well: str, field: int, selection: tuple, data: np.ndarray, n_levels: int, what: str,
+           arrays: ArrayCache | None = None) -> None:
     data = np.asarray(data)
     for level in range(n_levels):
-        array = _open_level(path, well, field, level)
+        array = _level_array(path, well, field, level, arrays)
         if level == 0:
             expected = tuple(array.shape[len(selection):])
             if data.shape != expected:
@@ -381,13 +396,15 @@ def _write(path, well: str, field: int, selection: tuple, data: np.ndarray, n_le
 
 
 def write_plane(
-    path: str | os.PathLike, well: str, field: int, t: int, c: int, z: int, plane: np.ndarray, n_levels: int = 1
+    path: str | os.PathLike, well: str, field: int, t: int, c: int, z: int, plane: np.ndarray, n_levels: int = 1,
+    *, arrays: ArrayCache | None = None,
 ) -> None:
     """Write one YX plane (and its ``n_levels - 1`` downsampled levels); ``field``/``t``/``c``/``z`` are 0-based.
 
     Safe to run in parallel for different planes under the ADAPTIVE strategy (one chunk or shard per plane).
+    ``arrays``: a dict shared by consecutive calls on one plate, so each level array is opened once.
     """
-    _write(path, well, field, (int(t), int(c), int(z)), plane, n_levels, "plane")
+    _write(path, well, field, (int(t), int(c), int(z)), plane, n_levels, "plane", arrays)
 
 
 def write_stack(

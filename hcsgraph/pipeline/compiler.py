@@ -39,6 +39,7 @@ from hcsgraph.config import (
 from hcsgraph.pipeline import tasks as T
 from hcsgraph.pipeline.contracts import get_special_inputs, get_special_outputs
 from hcsgraph.pipeline.errors import OutputExistsError, PipelineCompileError
+from hcsgraph.pipeline.fusion import fuse_linear_chains
 from hcsgraph.pipeline.layout import OutputLayout, WriteRequest, well_sort_key
 from hcsgraph.pipeline.step import COMPONENTS, FunctionCall, FunctionStep
 
@@ -259,6 +260,8 @@ def compile_pipeline(
     from hcsgraph.pipeline.result import finalize_run
 
     build.tasks[run_key] = Task(run_key, finalize_run, spec, List(*[TaskRef(k) for k in well_keys]))
+    if cfg.fuse_tasks:
+        build.tasks, build.resources = fuse_linear_chains(build.tasks, build.resources, keep={run_key})
     span = {"name": (pipeline.name,), "ids": (str(uuid.uuid4()),)}
     return PipelineGraph(
         tasks=build.tasks,

@@ -94,21 +94,32 @@ def _first_failure(values: Any) -> Failure | None:
 
 
 def load_group(ctx: GroupContext, paths: tuple[str, ...]) -> StepOutput | Failure:
-    """Read the group's planes from the plate and stack them as numpy ``[Z, Y, X]``."""
+    """Read the group's planes from the plate and stack them as numpy ``[Z, Y, X]``.
+
+    Planes are read straight into the stack when they share the first plane's shape and dtype.
+    """
     from hcsgraph.plate.reader import read_plane
 
     start = time.perf_counter()
-    planes = []
-    for path in paths:
+    stack: np.ndarray | None = None
+    for index, path in enumerate(paths):
+        view = None if stack is None else stack[index]
         try:
-            planes.append(read_plane(path))
+            plane = read_plane(path, out=view)
         except Exception as exc:  # noqa: BLE001 - reported with the file, well and step
             return _fail(ctx, exc, (path,))
-    try:
-        stack = np.stack(planes)
-    except ValueError:
-        shapes = {p: tuple(a.shape) for p, a in zip(paths, planes, strict=True)}
-        return _fail(ctx, ValueError(f"images of one group differ in shape: {shapes}"))
+        if stack is None:
+            stack = np.empty((len(paths), *plane.shape), dtype=plane.dtype)
+        elif plane.shape != stack.shape[1:]:
+            return _fail(ctx, ValueError(
+                f"images of one group differ in shape: {paths[0]} is {stack.shape[1:]}, {path} is {plane.shape}"),
+                (paths[0], path))
+        elif plane.dtype != stack.dtype:
+            stack = stack.astype(np.result_type(stack.dtype, plane.dtype))
+        if plane is not view:
+            stack[index] = plane
+    if stack is None:
+        return _fail(ctx, ValueError("the group has no images"))
     return StepOutput(stack, timings={ctx.step: time.perf_counter() - start})
 
 
@@ -442,9 +453,10 @@ def write_group(ctx: GroupContext, spec: WriteSpec, data: Any) -> WriteReceipt |
         if spec.backend == "zarr":
             from hcsgraph.io.omezarr import write_plane
 
+            arrays: dict = {}
             for target, plane in zip(spec.targets, stack, strict=True):
                 write_plane(spec.store, ctx.well, target.field, target.t, target.c, target.z, plane,
-                            n_levels=spec.n_levels)
+                            n_levels=spec.n_levels, arrays=arrays)
         else:
             from hcsgraph.io import FileManager
 

@@ -57,12 +57,16 @@ def _open_zarr_array(array_path: str):
         raise PlateReadError(array_path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _read_tiff(path: str) -> np.ndarray:
+def _read_tiff(path: str, out: np.ndarray | None = None) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.pages:
                 raise PlateReadError(path, "the TIFF holds no image")
-            data = tif.pages[0].asarray()
+            page = tif.pages[0]
+            if out is not None and page.shape == out.shape and page.dtype == out.dtype:
+                page.asarray(out=out)
+                return out
+            data = page.asarray()
     except PlateReadError:
         raise
     except FileNotFoundError as exc:
@@ -75,8 +79,12 @@ def _read_tiff(path: str) -> np.ndarray:
     return data
 
 
-def read_plane(path: str | os.PathLike) -> np.ndarray:
-    """One 2D plane with its stored dtype: a TIFF file or an OME-Zarr plane reference."""
+def read_plane(path: str | os.PathLike, out: np.ndarray | None = None) -> np.ndarray:
+    """One 2D plane with its stored dtype: a TIFF file or an OME-Zarr plane reference.
+
+    ``out``: a 2D array to read a TIFF plane straight into when its shape and dtype match (it is
+    returned); otherwise the plane comes back as a new array and ``out`` is untouched.
+    """
     path = os.fspath(path)
     ref = parse_plane_ref(path)
     if ref is not None:
@@ -89,7 +97,7 @@ def read_plane(path: str | os.PathLike) -> np.ndarray:
         except Exception as exc:  # noqa: BLE001
             raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
     if path.lower().endswith(TIFF_SUFFIXES):
-        return _read_tiff(path)
+        return _read_tiff(path, out)
     try:
         import imageio.v3 as iio
     except ImportError as exc:  # pragma: no cover - imageio comes with scikit-image

@@ -146,3 +146,42 @@ def test_projections(blobs):
 def test_a_2d_image_is_rejected_with_the_function_name(name):
     with pytest.raises(ValueError, match=rf"{name}: expected a \[Z, Y, X\] stack"):
         hf.get(name)(np.zeros((8, 8), dtype=bool))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_threshold_otsu_matches_scikit_image(dtype):
+    from skimage.filters import threshold_otsu as skimage_otsu
+
+    rng = np.random.default_rng(3)
+    stack = np.concatenate([rng.normal(90, 12, (3, 48, 48)), rng.normal(200, 20, (3, 48, 48))], axis=2)
+    if dtype == np.int16:
+        stack -= 150  # negative grey levels take scikit-image's own path
+    stack = np.clip(stack, np.iinfo(dtype).min if np.dtype(dtype).kind in "ui" else -1e9, 255).astype(dtype)
+    mask = hf.get("threshold_otsu")(stack)
+    for z, plane in enumerate(stack):
+        np.testing.assert_array_equal(mask[z], plane > skimage_otsu(plane))
+
+
+def test_label_numbers_objects_as_scikit_image(blobs):
+    from skimage.measure import label as skimage_label
+
+    mask = segment(blobs)
+    for connectivity in (1, 2):
+        labels = hf.get("label")(mask, connectivity=connectivity)
+        for z, plane in enumerate(mask):
+            np.testing.assert_array_equal(labels[z], skimage_label(plane, connectivity=connectivity))
+    grey = np.where(mask, blobs, 0)  # any nonzero value is foreground
+    np.testing.assert_array_equal(hf.get("label")(grey), hf.get("label")(mask))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+def test_count_cells_with_sparse_and_wide_labels(dtype):
+    labels = np.zeros((1, 16, 16), dtype=dtype)
+    labels[0, :2, :2] = np.iinfo(dtype).max  # far beyond the pixel count: counted by sorting
+    labels[0, 5:8, 5:8] = 3
+    labels[0, 10, 10] = 7
+    _, counts = hf.get("count_cells")(labels)
+    assert counts[0]["cell_count"] == 3
+    assert counts[0]["total_area"] == 4 + 9 + 1
+    _, counts = hf.get("count_cells")(labels, min_area=4)
+    assert (counts[0]["cell_count"], counts[0]["total_area"]) == (2, 13)

@@ -20,8 +20,12 @@ def _prefixes(graph):
     return graph.task_counts()
 
 
+UNFUSED = GlobalPipelineConfig(fuse_tasks=False)
+
+
 def test_keys_carry_step_name_and_group(plate, tmp_path):
-    graph = Pipeline([FunctionStep("gaussian_filter", sigma=1)], name="smooth").compile(plate.path, tmp_path / "o")
+    graph = Pipeline([FunctionStep("gaussian_filter", sigma=1)], name="smooth").compile(
+        plate.path, tmp_path / "o", UNFUSED)
     keys = [k for k in graph.tasks if key_split(k) == "gaussian_filter"]
     # default variable_components=("site",): one task per well × channel (× z × t)
     assert len(keys) == 2 * 2
@@ -32,7 +36,7 @@ def test_keys_carry_step_name_and_group(plate, tmp_path):
 
 def test_one_task_per_group_follows_variable_components(plate, tmp_path):
     by_channel = Pipeline([FunctionStep("gaussian_filter", variable_components=("channel",))], name="p")
-    graph = by_channel.compile(plate.path, tmp_path / "o")
+    graph = by_channel.compile(plate.path, tmp_path / "o", UNFUSED)
     # groups differ only in channel: one per well × site
     keys = [k for k in graph.tasks if key_split(k) == "gaussian_filter"]
     assert sorted((k[1], k[2]) for k in keys) == [("A01", 1), ("A01", 2), ("A02", 1), ("A02", 2)]
@@ -48,12 +52,12 @@ def test_conversion_tasks_only_where_memory_types_differ(plate, tmp_path):
         ],
         name="mixed",
     )
-    counts = _prefixes(pipeline.compile(plate.path, tmp_path / "o"))
+    counts = _prefixes(pipeline.compile(plate.path, tmp_path / "o", UNFUSED))
     groups = 4
     assert counts["to_torch"] == groups  # numpy -> torch once, before background_subtract
     assert counts["to_numpy"] == groups  # torch -> numpy once, before threshold_otsu
     numpy_only = _prefixes(Pipeline([FunctionStep("gaussian_filter"), FunctionStep("threshold_otsu")],
-                                    name="np").compile(plate.path, tmp_path / "o2"))
+                                    name="np").compile(plate.path, tmp_path / "o2", UNFUSED))
     assert "to_torch" not in numpy_only and "to_numpy" not in numpy_only
 
 

@@ -11,6 +11,7 @@ import dask
 import pytest
 from distributed import Client
 
+from hcsgraph.config import GlobalPipelineConfig
 from hcsgraph.demo import cell_count_pipeline
 
 from .conftest import output_digest
@@ -46,7 +47,10 @@ def test_local_cluster_gives_identical_bytes_every_way(plate, reference, client,
 
 
 def test_dashboard_groups_tasks_by_step_under_a_span(plate, client, tmp_path):
-    graph = cell_count_pipeline(name="dashboard-check").compile(plate.path, tmp_path / "o")
+    fused = cell_count_pipeline(name="dashboard-fused").compile(plate.path, tmp_path / "fused")
+    client.compute(fused).result()
+    graph = cell_count_pipeline(name="dashboard-check").compile(plate.path, tmp_path / "o",
+                                                                GlobalPipelineConfig(fuse_tasks=False))
     client.compute(graph).result()
 
     def seen(dask_scheduler):
@@ -57,7 +61,9 @@ def test_dashboard_groups_tasks_by_step_under_a_span(plate, client, tmp_path):
     prefixes, spans = client.run_on_scheduler(seen)
     for step in ("load", "gaussian_filter", "threshold_otsu", "binary_opening", "label", "count_cells", "write"):
         assert step in prefixes
-    assert "dashboard-check" in spans
+    # fused, a group's run shows under the names of all its steps
+    assert "load+gaussian_filter+threshold_otsu+binary_opening+label+count_cells" in prefixes
+    assert "dashboard-check" in spans and "dashboard-fused" in spans
 
 
 def test_separate_scheduler_and_worker_processes(plate, reference, tmp_path):

@@ -1,0 +1,128 @@
+"""Fuse linear runs of tasks (load → step → step → …) into one task per group.
+
+A run of tasks where each one is the only consumer of the one before, and the only thing it
+consumes, does not need a round trip through the worker's task machinery between its links: the
+fused task calls the links in order and drops each intermediate as soon as the next link has
+it. Tasks that ask for different worker resources (a GPU step after CPU steps) are never fused
+together, so resource restrictions stay exact.
+
+The fused key joins the links' names with ``+``: ``("load+gaussian_filter+label-<token>",
+"B03", 1, 1, 1)``, so the dashboard's task stream still says what ran; per-step timings stay in
+the run report.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from itertools import pairwise
+from typing import Any
+
+from dask.task_spec import Task, TaskRef
+
+MAX_NAME = 100
+"""Longest fused key name before the middle links are summarised."""
+
+
+class TaskChain:
+    """Tasks run one after the other; each gets the previous one's result (the first, the inputs)."""
+
+    __slots__ = ("inputs", "tasks")
+
+    def __init__(self, tasks: tuple[Task, ...], inputs: tuple[Any, ...]) -> None:
+        self.tasks = tasks
+        self.inputs = inputs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskChain, (self.tasks, self.inputs))
+
+    def __repr__(self) -> str:
+        return f"TaskChain({' -> '.join(str(t.key) for t in self.tasks)})"
+
+
+def run_chain(chain: TaskChain, *inputs: Any) -> Any:
+    """Run a :class:`TaskChain`; only the current link's input is held at any time."""
+    value = chain.tasks[0](dict(zip(chain.inputs, inputs, strict=True)))
+    for previous, task in pairwise(chain.tasks):
+        value = task({previous.key: value})
+    return value
+
+
+def key_name(key: Any) -> str:
+    """The name part of a key: ``"gaussian_filter"`` for ``("gaussian_filter-<token>", "B03", 1)``."""
+    head = key[0] if isinstance(key, tuple) else key
+    return str(head).rsplit("-", 1)[0]
+
+
+def fused_name(keys: list[Any]) -> str:
+    """``a+b+c`` from the links' names, shortened to ``a+<n>_steps+z`` beyond :data:`MAX_NAME` characters."""
+    names = [key_name(k) for k in keys]
+    name = "+".join(names)
+    if len(name) > MAX_NAME:
+        name = f"{names[0]}+{len(names) - 2}_steps+{names[-1]}"
+    return name
+
+
+def fuse_linear_chains(
+    tasks: dict[Any, Task], resources: dict[Any, dict[str, float]], keep: Iterable[Any] = ()
+) -> tuple[dict[Any, Task], dict[Any, dict[str, float]]]:
+    """Fuse every linear run of two or more tasks; returns the new tasks and resources.
+
+    ``keep``: keys that are never fused (the result key). A run ends before a task with several
+    inputs, after a task with several consumers, and where the resources differ.
+    """
+    keep = set(keep)
+    dependencies = {key: task.dependencies for key, task in tasks.items()}
+    dependents: dict[Any, set[Any]] = defaultdict(set)
+    for key, deps in dependencies.items():
+        for dep in deps:
+            dependents[dep].add(key)
+
+    def joins(before: Any, after: Any) -> bool:
+        return (
+            before in tasks and before not in keep and after not in keep
+            and dependencies[after] == {before} and dependents[before] == {after}
+            and resources.get(before) == resources.get(after)
+        )
+
+    chains: list[list[Any]] = []
+    for key in tasks:
+        deps = dependencies[key]
+        if len(deps) == 1 and joins(next(iter(deps)), key):
+            continue  # not the head of its run
+        run = [key]
+        while len(dependents[run[-1]]) == 1:
+            (after,) = dependents[run[-1]]
+            if not joins(run[-1], after):
+                break
+            run.append(after)
+        if len(run) > 1:
+            chains.append(run)
+
+    fused = dict(tasks)
+    fused_resources = dict(resources)
+    renames: dict[Any, Any] = {}
+    for run in chains:
+        top = run[-1]
+        head = str(top[0]) if isinstance(top, tuple) else str(top)
+        name = fused_name(run) + (f"-{head.rsplit('-', 1)[1]}" if "-" in head else "")
+        new_key = (name, *top[1:]) if isinstance(top, tuple) else name
+        if new_key in fused:
+            continue  # a name clash: leave this run unfused
+        inputs = tuple(dependencies[run[0]])
+        chain = TaskChain(tuple(tasks[k] for k in run), inputs)
+        for key in run:
+            del fused[key]
+        fused[new_key] = Task(new_key, run_chain, chain, *[TaskRef(dep) for dep in inputs])
+        resource = resources.get(top)
+        for key in run:
+            fused_resources.pop(key, None)
+        if resource:
+            fused_resources[new_key] = resource
+        renames[top] = new_key
+
+    if renames:
+        for key, task in list(fused.items()):
+            if task.dependencies & renames.keys():
+                fused[key] = task.substitute(renames)
+    return fused, fused_resources
