@@ -14,6 +14,7 @@ group's fixed components in the order site, channel, z, t).
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 import warnings
@@ -315,6 +316,7 @@ def _group_label(fixed: tuple[str, ...], gkey: tuple[Any, ...]) -> str:
     return "_".join([str(gkey[0]), *(f"{c}{v}" for c, v in zip(fixed[1:], gkey[1:], strict=True))])
 
 
+@functools.lru_cache(maxsize=1024)
 def _key_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_+|." else "_" for ch in name) or "step"
 

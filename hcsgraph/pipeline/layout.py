@@ -14,6 +14,8 @@ An output directory holds::
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shutil
@@ -216,6 +218,7 @@ class OutputLayout:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def well_sort_key(well: str) -> tuple[int, str, int]:
     """Plate order: A01, A02, ..., B01, ..., AA01 (row letters, then column number)."""
     letters = "".join(ch for ch in well if ch.isalpha())
