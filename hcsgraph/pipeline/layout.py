@@ -15,7 +15,6 @@ An output directory holds::
 from __future__ import annotations
 
 import functools
-
 import json
 import os
 import shutil
