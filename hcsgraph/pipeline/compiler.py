@@ -14,6 +14,7 @@ group's fixed components in the order site, channel, z, t).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import uuid
@@ -262,7 +263,8 @@ def compile_pipeline(
 
     build.tasks[run_key] = Task(run_key, finalize_run, spec, List(*[TaskRef(k) for k in well_keys]))
     if cfg.fuse_tasks:
-        build.tasks, build.resources = fuse_linear_chains(build.tasks, build.resources, keep={run_key})
+        build.tasks, build.resources = fuse_linear_chains(build.tasks, build.resources, keep={run_key},
+                                                          inner_link=_without_scratch)
     span = {"name": (pipeline.name,), "ids": (str(uuid.uuid4()),)}
     return PipelineGraph(
         tasks=build.tasks,
@@ -273,6 +275,16 @@ def compile_pipeline(
         planned_intermediate_bytes=build.planned_bytes,
         scratch_backend=scratch_backend,
     )
+
+
+def _without_scratch(task: Task) -> Task:
+    """A step task inside a fused run hands its numpy result straight to the next link: no scratch store."""
+    if task.func is not T.run_step:
+        return task
+    ctx, call, *rest = task.args
+    if call.scratch_path is None or call.output_type is not MemoryType.NUMPY:
+        return task
+    return Task(task.key, T.run_step, ctx, dataclasses.replace(call, scratch_path=None), *rest)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ the run report.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from typing import Any
 
@@ -64,12 +64,17 @@ def fused_name(keys: list[Any]) -> str:
 
 
 def fuse_linear_chains(
-    tasks: dict[Any, Task], resources: dict[Any, dict[str, float]], keep: Iterable[Any] = ()
+    tasks: dict[Any, Task],
+    resources: dict[Any, dict[str, float]],
+    keep: Iterable[Any] = (),
+    inner_link: Callable[[Task], Task] | None = None,
 ) -> tuple[dict[Any, Task], dict[Any, dict[str, float]]]:
     """Fuse every linear run of two or more tasks; returns the new tasks and resources.
 
     ``keep``: keys that are never fused (the result key). A run ends before a task with several
     inputs, after a task with several consumers, and where the resources differ.
+    ``inner_link``: applied to every link but the last of a run (whose result now never leaves
+    the fused task), e.g. to keep it in memory instead of a scratch store.
     """
     keep = set(keep)
     dependencies = {key: task.dependencies for key, task in tasks.items()}
@@ -110,7 +115,10 @@ def fuse_linear_chains(
         if new_key in fused:
             continue  # a name clash: leave this run unfused
         inputs = tuple(dependencies[run[0]])
-        chain = TaskChain(tuple(tasks[k] for k in run), inputs)
+        links = [tasks[k] for k in run]
+        if inner_link is not None:
+            links[:-1] = [inner_link(task) for task in links[:-1]]
+        chain = TaskChain(tuple(links), inputs)
         for key in run:
             del fused[key]
         fused[new_key] = Task(new_key, run_chain, chain, *[TaskRef(dep) for dep in inputs])

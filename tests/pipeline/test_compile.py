@@ -148,7 +148,7 @@ def test_memory_limit_routes_intermediates_through_scratch_zarr(plate, tmp_path)
     pipeline = Pipeline([FunctionStep("gaussian_filter"), FunctionStep("threshold_otsu")], name="p")
     in_memory = pipeline.compile(plate.path, tmp_path / "mem")
     assert in_memory.scratch_backend is None
-    tiny = GlobalPipelineConfig(vfs=VFSConfig(memory_limit_gb=1e-6))
+    tiny = GlobalPipelineConfig(vfs=VFSConfig(memory_limit_gb=1e-6), fuse_tasks=False)
     scratch = pipeline.compile(plate.path, tmp_path / "scratch", tiny)
     assert scratch.scratch_backend == "zarr"
     # gaussian (uint16) + otsu (bool) over 8 planes of 128×128
@@ -161,3 +161,23 @@ def test_memory_limit_routes_intermediates_through_scratch_zarr(plate, tmp_path)
     a = zarr.open_group(r1.image_store, mode="r")["A/1/0/0"][:]
     b = zarr.open_group(r2.image_store, mode="r")["A/1/0/0"][:]
     assert a.dtype == np.bool_ and np.array_equal(a, b)
+
+
+def test_fused_runs_use_scratch_only_for_results_that_leave_the_task(plate, tmp_path):
+    from hcsgraph.demo import cell_count_pipeline
+    from hcsgraph.pipeline.fusion import TaskChain
+
+    tiny = GlobalPipelineConfig(vfs=VFSConfig(memory_limit_gb=1e-6))
+    graph = cell_count_pipeline().compile(plate.path, tmp_path / "o", tiny)
+    assert graph.scratch_backend == "zarr"
+    runs = [t for t in graph.tasks.values() if t.args and isinstance(t.args[0], TaskChain)]
+    assert runs
+    for task in runs:
+        steps = {key_split(link.key): link.args[1] for link in task.args[0].tasks if key_split(link.key) != "load"}
+        # count_cells' stack goes on to the write and its counts to the table: that result is stored
+        assert steps.pop("count_cells").scratch_path is not None
+        assert all(call.scratch_path is None for call in steps.values())
+    result = graph.compute(scheduler="sync")
+    reference = cell_count_pipeline().compile(plate.path, tmp_path / "ref").compute(scheduler="sync")
+    assert result.special_outputs["cell_counts"].equals(reference.special_outputs["cell_counts"])
+    assert not (tmp_path / "o" / ".hcsgraph" / "scratch").exists()
