@@ -21,6 +21,7 @@ import uuid
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from os import PathLike
@@ -218,53 +219,58 @@ def compile_pipeline(
         ctx = T.GroupContext("write", members[0][0], _group_label(("well",), (members[0][0],)), **ctx_base)
         layout.request(key, members, location[members[0]].memory_type, ctx, out_dtype, name="write")
 
-    # The output stores' metadata is written once, here on the client, before anything runs.
+    # The output stores' metadata is written once, here on the client, before anything runs: in
+    # a thread, so that its file-system calls overlap with building the rest of the graph.
     os.makedirs(layout.root, exist_ok=True)
-    for target_layout in layout.all_layouts():
+    target_layouts = list(layout.all_layouts())
+    for target_layout in target_layouts:
         target_layout.plan(index)
-        target_layout.create_store(index, cfg, resume=resume)
-        for request in target_layout.requests:
-            _emit_write(build, token, target_layout, request)
+    with ThreadPoolExecutor(1, thread_name_prefix="hcsgraph-metadata") as metadata_writer:
+        stores = metadata_writer.submit(_create_stores, target_layouts, index, cfg, resume)
+        for target_layout in target_layouts:
+            for request in target_layout.requests:
+                _emit_write(build, token, target_layout, request)
 
-    # Completion: one finalize task per well, one run task.
-    wells = sorted({p[0] for p in planes}, key=well_sort_key)
-    well_keys = []
-    for well in wells:
-        if well in completed:
-            continue
-        key = (f"finalize_well-{token}", well)
-        ctx = T.GroupContext("finalize_well", well, "", **ctx_base)
-        build.tasks[key] = Task(
-            key,
-            T.finalize_well,
-            ctx,
-            layout.marker_path(well),
-            List(*[TaskRef(k) for k in build.receipts.get(well, [])]),
-            List(*[List(name, label, TaskRef(k)) for name, label, k in build.specials.get(well, [])]),
-            List(*[List(name, TaskRef(k)) for name, k in build.materialized.get(well, [])]),
+        # Completion: one finalize task per well, one run task.
+        wells = sorted({p[0] for p in planes}, key=well_sort_key)
+        well_keys = []
+        for well in wells:
+            if well in completed:
+                continue
+            key = (f"finalize_well-{token}", well)
+            ctx = T.GroupContext("finalize_well", well, "", **ctx_base)
+            build.tasks[key] = Task(
+                key,
+                T.finalize_well,
+                ctx,
+                layout.marker_path(well),
+                List(*[TaskRef(k) for k in build.receipts.get(well, [])]),
+                List(*[List(name, label, TaskRef(k)) for name, label, k in build.specials.get(well, [])]),
+                List(*[List(name, TaskRef(k)) for name, k in build.materialized.get(well, [])]),
+            )
+            well_keys.append(key)
+
+        run_key = f"run_{_key_name(pipeline.name)}-{token}"
+        spec = RunSpec(
+            pipeline=pipeline.spec(),
+            name=pipeline.name,
+            config=_config_dict(cfg),
+            output=layout.root,
+            image_store=layout.image_store,
+            backend=layout.backend.value,
+            wells=tuple(wells),
+            skipped=tuple(sorted(completed, key=well_sort_key)),
+            special_tables=tuple(sorted(build.special_tables)),
+            scratch=layout.scratch_root if scratch_backend else None,
+            on_error=policy.value,
         )
-        well_keys.append(key)
+        from hcsgraph.pipeline.result import finalize_run
 
-    run_key = f"run_{_key_name(pipeline.name)}-{token}"
-    spec = RunSpec(
-        pipeline=pipeline.spec(),
-        name=pipeline.name,
-        config=_config_dict(cfg),
-        output=layout.root,
-        image_store=layout.image_store,
-        backend=layout.backend.value,
-        wells=tuple(wells),
-        skipped=tuple(sorted(completed, key=well_sort_key)),
-        special_tables=tuple(sorted(build.special_tables)),
-        scratch=layout.scratch_root if scratch_backend else None,
-        on_error=policy.value,
-    )
-    from hcsgraph.pipeline.result import finalize_run
-
-    build.tasks[run_key] = Task(run_key, finalize_run, spec, List(*[TaskRef(k) for k in well_keys]))
-    if cfg.fuse_tasks:
-        build.tasks, build.resources = fuse_linear_chains(build.tasks, build.resources, keep={run_key},
-                                                          inner_link=_without_scratch)
+        build.tasks[run_key] = Task(run_key, finalize_run, spec, List(*[TaskRef(k) for k in well_keys]))
+        if cfg.fuse_tasks:
+            build.tasks, build.resources = fuse_linear_chains(build.tasks, build.resources, keep={run_key},
+                                                              inner_link=_without_scratch)
+        stores.result()
     span = {"name": (pipeline.name,), "ids": (str(uuid.uuid4()),)}
     return PipelineGraph(
         tasks=build.tasks,
@@ -275,6 +281,11 @@ def compile_pipeline(
         planned_intermediate_bytes=build.planned_bytes,
         scratch_backend=scratch_backend,
     )
+
+
+def _create_stores(layouts: list[OutputLayout], index: Any, cfg: GlobalPipelineConfig, resume: bool) -> None:
+    for target_layout in layouts:
+        target_layout.create_store(index, cfg, resume=resume)
 
 
 def _without_scratch(task: Task) -> Task:
