@@ -131,7 +131,7 @@ class HostAllocatorPlugin(WorkerPlugin):
 
         threshold = settings.trim_above if settings.trim_above is not None else sys.maxsize
         self.trimmer = Trimmer(libc, worker.monitor.get_process_memory, threshold,
-                               idle=lambda: worker.state.executing_count == 0)
+                               idle=lambda: worker.state.executing_count == 0 and not worker.state.ready)
         self._callback = PeriodicCallback(self.trimmer, self.check_interval * 1000)
         self._callback.start()
 
@@ -143,8 +143,9 @@ class HostAllocatorPlugin(WorkerPlugin):
 
 
 class Trimmer:
-    """Calls ``malloc_trim(0)`` when ``rss()`` is above ``threshold`` bytes, or when ``idle()`` and
-    the RSS grew by ``min_gain`` bytes since the last trim.
+    """Calls ``malloc_trim(0)`` when ``rss()`` is above ``threshold`` bytes, or when ``idle()`` on
+    two checks in a row (not just between two tasks) and the RSS grew by ``min_gain`` bytes since
+    the last trim.
 
     When a trim above the threshold gives back less than ``min_gain`` bytes (the memory is in
     use, not free), the next checks are skipped for a while, doubling up to ``max_skip`` checks,
@@ -161,17 +162,20 @@ class Trimmer:
         self.max_skip = max_skip
         self.trims = 0
         self._after_last_trim = 0
+        self._was_idle = False
         self._skip = 0
         self._backoff = 0
 
     def __call__(self) -> bool:
         """One check; True if it trimmed."""
         before = self.rss()
+        idle, self._was_idle = self._was_idle, self.idle()
+        idle = idle and self._was_idle
         if before > self.threshold:
             if self._skip:
                 self._skip -= 1
                 return False
-        elif not (self.idle() and before > self._after_last_trim + self.min_gain):
+        elif not (idle and before > self._after_last_trim + self.min_gain):
             self._backoff = 0
             return False
         self.libc.malloc_trim(0)
