@@ -87,8 +87,9 @@ def local_cluster(
     advertise ``resources={"GPU": 1}`` (a ``resources`` keyword overrides it). ``plugin``: the
     :class:`GPUWorkerPlugin` registered on every worker (default ``GPUWorkerPlugin()``).
     ``allocator``: the :class:`~hcsgraph.workers.HostAllocatorPlugin` registered on every worker
-    (True: the default one; False or None: leave malloc as distributed sets it). Other keywords go
-    to ``LocalCluster``.
+    (True: the default one; False or None: leave malloc as distributed sets it); it is not
+    registered with ``processes=False``, where workers share the caller's process. Other keywords
+    go to ``LocalCluster``.
     """
     if isinstance(cuda_visible_devices, str):
         devices = parse_visible_devices(cuda_visible_devices) or []
@@ -99,6 +100,8 @@ def local_cluster(
     plugin = plugin if plugin is not None else GPUWorkerPlugin()
     if allocator is True:
         allocator = HostAllocatorPlugin()
+    if kwargs.get("processes", True) is False:
+        allocator = None  # in-process workers share the caller's process: leave its malloc alone
     cluster = _start_cluster(devices, n_workers, threads_per_worker, kwargs)
     try:
         with Client(cluster) as client:

@@ -89,3 +89,10 @@ def test_the_plugin_can_be_left_out():
             Client(cluster) as client:
         values = client.run(lambda dask_worker: getattr(dask_worker, "hcsgraph_allocator", "absent"))
         assert list(values.values()) == ["absent"]
+
+
+def test_in_process_workers_leave_the_callers_malloc_alone():
+    with local_cluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        values = client.run(lambda dask_worker: getattr(dask_worker, "hcsgraph_allocator", "absent"))
+        assert list(values.values()) == ["absent"]
