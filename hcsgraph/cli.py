@@ -153,9 +153,11 @@ def demo(wells: int, sites: int, channels: int, size: int, seed: int, backend: s
 @click.option("--resume", is_flag=True, help="Keep the wells an earlier run completed; run the rest.")
 @click.option("--on-error", type=click.Choice(["stop", "continue"]), default="stop", show_default=True)
 @click.option("--pattern", default=None, help="Regex with named groups for a plate in no known layout.")
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
+              help="Run each group's linear run of steps as one task (--no-fuse: one task per step on the dashboard).")
 @cluster_options
 def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwrite: bool, resume: bool,
-        on_error: str, pattern: str | None, scheduler: str | None, workers: int | None,
+        on_error: str, pattern: str | None, fuse: bool, scheduler: str | None, workers: int | None,
         threads_per_worker: int, timeout: float) -> None:
     """Run PIPELINE_FILE (a Python file defining `pipeline`) on PLATE."""
     from hcsgraph.monitor import run_graph
@@ -164,7 +166,7 @@ def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwr
     pipeline = load_pipeline_file(pipeline_file)
     index = _open_plate(plate, pattern)
     vfs = VFSConfig(materialization_backend=MaterializationBackend(backend)) if backend else VFSConfig()
-    config = GlobalPipelineConfig(vfs=vfs, on_error=OnError(on_error))
+    config = GlobalPipelineConfig(vfs=vfs, on_error=OnError(on_error), fuse_tasks=fuse)
     with _client(scheduler, workers, threads_per_worker, timeout) as client:
         _print_dashboard(client)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 import textwrap
@@ -55,9 +57,10 @@ def test_run_a_pipeline_file(tiff_plate, tmp_path):
     """))
     out = tmp_path / "out"
     proc = _run("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "2",
-                "--backend", "disk")
+                "--backend", "disk", "--no-fuse")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "complete" in proc.stdout
+    assert json.loads((out / "run.json").read_text())["config"]["fuse_tasks"] is False
     tif = out / "images" / "A01" / "A01_s1_w1_z1_t1.tif"
     import tifffile
 
