@@ -19,6 +19,7 @@ from itertools import pairwise
 from typing import Any
 
 from dask.task_spec import Task, TaskRef
+from dask.utils import key_split
 
 MAX_NAME = 100
 """Longest fused key name before the middle links are summarised."""
@@ -48,15 +49,9 @@ def run_chain(chain: TaskChain, *inputs: Any) -> Any:
     return value
 
 
-def key_name(key: Any) -> str:
-    """The name part of a key: ``"gaussian_filter"`` for ``("gaussian_filter-<token>", "B03", 1)``."""
-    head = key[0] if isinstance(key, tuple) else key
-    return str(head).rsplit("-", 1)[0]
-
-
 def fused_name(keys: list[Any]) -> str:
-    """``a+b+c`` from the links' names, shortened to ``a+<n>_steps+z`` beyond :data:`MAX_NAME` characters."""
-    names = [key_name(k) for k in keys]
+    """``a+b+c`` from the links' names (as the dashboard names them), shortened to ``a+<n>_steps+z`` beyond :data:`MAX_NAME` characters."""
+    names = [key_split(k) for k in keys]
     name = "+".join(names)
     if len(name) > MAX_NAME:
         name = f"{names[0]}+{len(names) - 2}_steps+{names[-1]}"

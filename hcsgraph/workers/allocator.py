@@ -110,7 +110,6 @@ class HostAllocatorPlugin(WorkerPlugin):
         self.trim_above = trim_above
         self.check_interval = check_interval
         self._callback: Any = None
-        self.trimmer: Trimmer | None = None
 
     def setup(self, worker: Any) -> None:
         """Apply the thresholds and start the trim check on the worker's event loop."""
@@ -130,9 +129,9 @@ class HostAllocatorPlugin(WorkerPlugin):
         from tornado.ioloop import PeriodicCallback
 
         threshold = settings.trim_above if settings.trim_above is not None else sys.maxsize
-        self.trimmer = Trimmer(libc, worker.monitor.get_process_memory, threshold,
-                               idle=lambda: worker.state.executing_count == 0 and not worker.state.ready)
-        self._callback = PeriodicCallback(self.trimmer, self.check_interval * 1000)
+        trimmer = Trimmer(libc, worker.monitor.get_process_memory, threshold,
+                          idle=lambda: worker.state.executing_count == 0 and not worker.state.ready)
+        self._callback = PeriodicCallback(trimmer, self.check_interval * 1000)
         self._callback.start()
 
     def teardown(self, worker: Any) -> None:
@@ -160,7 +159,6 @@ class Trimmer:
         self.threshold = threshold
         self.min_gain = min_gain
         self.max_skip = max_skip
-        self.trims = 0
         self._after_last_trim = 0
         self._was_idle = False
         self._skip = 0
@@ -179,7 +177,6 @@ class Trimmer:
             self._backoff = 0
             return False
         self.libc.malloc_trim(0)
-        self.trims += 1
         self._after_last_trim = after = self.rss()
         if before > self.threshold and before - after < self.min_gain:
             self._backoff = min(self.max_skip, max(1, 2 * self._backoff))
