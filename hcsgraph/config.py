@@ -188,7 +188,8 @@ class GPUConfig:
     oom_recovery: bool = True
     """Free caches, split along Z, then fall back to the CPU when a GPU step runs out of memory."""
     cpu_fallback: bool = True
-    """Allow a GPU step to run its CPU version when recovery on the device fails."""
+    """Default of ``FunctionStep(allow_cpu_fallback=)``: a GPU step may run its CPU version when
+    recovery on the device fails, or (cupy) when no GPU is there at compile time."""
     gpu_resource: float = 1.0
     """Amount of the ``GPU`` worker resource each GPU-typed task asks for."""
 
@@ -213,13 +214,11 @@ class StepMaterializationConfig:
 
 @dataclass(frozen=True)
 class GlobalPipelineConfig:
-    """Settings for a whole run. ``num_workers=None`` means one worker process per core."""
+    """Settings for a whole run (the cluster it runs on is the caller's: see ``hcsgraph.gpu.local_cluster``)."""
 
     vfs: VFSConfig = field(default_factory=VFSConfig)
     zarr: ZarrConfig = field(default_factory=ZarrConfig)
     gpu: GPUConfig = field(default_factory=GPUConfig)
-    num_workers: int | None = None
-    threads_per_worker: int = 1
     on_error: OnError = OnError.STOP
     overwrite: bool = False
     fuse_tasks: bool = True
@@ -231,10 +230,6 @@ class GlobalPipelineConfig:
         for name, cls in (("vfs", VFSConfig), ("zarr", ZarrConfig), ("gpu", GPUConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be a {cls.__name__}")
-        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 1):
-            raise ConfigError(f"num_workers={self.num_workers!r} must be a positive integer or None")
-        if not isinstance(self.threads_per_worker, int) or self.threads_per_worker < 1:
-            raise ConfigError(f"threads_per_worker={self.threads_per_worker!r} must be a positive integer")
         _set(self, "on_error", coerce_enum(OnError, self.on_error, "on_error"))
 
     def replace(self, **changes: Any) -> GlobalPipelineConfig:

@@ -68,6 +68,8 @@ _OUTPUT_DTYPES: dict[str, tuple[Any, Any]] = {
     "mean_projection": (_float_for_integers, "float32"),
 }
 _REDUCES_STACK = {"max_projection", "mean_projection"}
+# Masks and labels: their pyramid levels are taken by nearest, never by mean (no invented labels).
+_LABELS = {"threshold_otsu", "binary_opening", "label"}
 
 for _name, _versions in _BUILTINS.items():
     for _func in _versions:
@@ -75,6 +77,7 @@ for _name, _versions in _BUILTINS.items():
         _is_cle = str(getattr(_func, "input_memory_type", "")) == "pyclesperanto"
         _func.output_dtype = _cle_rule if _is_cle else _numpy_rule
         _func.reduces_stack = _name in _REDUCES_STACK
+        _func.image_kind = "labels" if _name in _LABELS else "intensity"
         registry.register(_name, _func)
 del _name, _versions, _func, _numpy_rule, _cle_rule, _is_cle
 

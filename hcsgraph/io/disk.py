@@ -9,25 +9,29 @@
   (``.csv``, ``.json``, ``.txt``, ...) load as ``str``, every other non-image file loads as ``bytes``.
 * Any other object raises :class:`~hcsgraph.io.errors.UnsupportedDataError`: serialise it first.
 
-Every write goes to a temporary file in the same directory, which is then renamed onto the
-final name, so a reader never sees a half-written file and a failed write leaves the old file as it was.
+Every write goes through :mod:`hcsgraph.io.atomic`: a temporary file in the same directory,
+flushed and fsynced, then renamed onto the final name, so a reader never sees a half-written
+file and a failed write leaves the old file as it was. A write that fails raises a
+:class:`~hcsgraph.io.atomic.StorageWriteError` (an ``OSError`` with the system's errno) naming
+the path and the backend, e.g. "cannot write the file: no space left on device".
 """
 
 from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import posixpath
 import shutil
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from hcsgraph.config import ZarrConfig
+from hcsgraph.io.atomic import remove_entry as _remove
+from hcsgraph.io.atomic import temporary_name, write_error, write_temporary
 from hcsgraph.io.base import StorageBackend
 from hcsgraph.io.errors import (
     StorageDirectoryNotEmptyError,
@@ -37,35 +41,17 @@ from hcsgraph.io.errors import (
     StorageReadError,
     UnsupportedDataError,
 )
-from hcsgraph.io.paths import TEMP_PREFIX, PathLike, is_temporary, normalize
+from hcsgraph.io.paths import PathLike, is_temporary, normalize
+from hcsgraph.io.tiff import HCSGRAPH_TIFF_TAG, IMAGEJ_DTYPES, read_tiff, write_tiff
 
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 NPY_EXTENSIONS = frozenset({".npy"})
 PLAIN_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 TEXT_EXTENSIONS = frozenset({".csv", ".tsv", ".json", ".txt", ".md", ".yaml", ".yml", ".xml", ".html", ".log"})
-IMAGEJ_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)})
-HCSGRAPH_TIFF_TAG = 65117
-"""Private TIFF tag holding ``{"shape": [...], "dtype": "..."}`` as JSON."""
 
 
 def _extension(path: str) -> str:
     return posixpath.splitext(path)[1].lower()
-
-
-def temporary_name(final: str) -> str:
-    """A unique temporary sibling of ``final``; listings skip such names."""
-    head, tail = os.path.split(final)
-    return os.path.join(head, f"{TEMP_PREFIX}{tail}.{uuid.uuid4().hex[:12]}")
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 class LocalTreeBackend(StorageBackend):
@@ -122,6 +108,17 @@ class LocalTreeBackend(StorageBackend):
         return entries
 
     # -- writes ----------------------------------------------------------------
+    @contextmanager
+    def _writing(self, path: PathLike, fs_path: str | None = None) -> Iterator[None]:
+        """Turn an ``OSError`` of the block into a StorageWriteError naming ``path`` and this backend."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except OSError as exc:
+            target = fs_path if fs_path is not None else self._fs(path)
+            raise write_error(exc, path, backend=self.name, filename=target, directory=os.path.dirname(target) or ".") from exc
+
     def _prepare_target(self, path: PathLike, overwrite: bool) -> str:
         """Check ``path`` may be written, create its parent, return its filesystem path."""
         p = self._fs(path)
@@ -183,16 +180,12 @@ class LocalTreeBackend(StorageBackend):
             raise
         _remove(trash)
 
-    def _write_file(self, path: PathLike, writer: Callable[[BinaryIO], None], overwrite: bool) -> str:
-        final = self._prepare_target(path, overwrite)
-        tmp = temporary_name(final)
-        try:
-            with open(tmp, "xb") as handle:
-                writer(handle)
-        except BaseException:
-            _remove(tmp)
-            raise
-        self._publish(tmp, final, overwrite, path)
+    def _write_file(self, path: PathLike, writer: Callable[[BinaryIO], object], overwrite: bool) -> str:
+        """Write a file with ``writer`` through a synced temporary file (see :mod:`hcsgraph.io.atomic`)."""
+        with self._writing(path):
+            final = self._prepare_target(path, overwrite)
+            tmp = write_temporary(final, writer, shown=path, backend=self.name)
+            self._publish(tmp, final, overwrite, path)
         return normalize(path, self.name)
 
     # -- changes ---------------------------------------------------------------
@@ -201,7 +194,8 @@ class LocalTreeBackend(StorageBackend):
         if self._is_leaf(p):
             raise StorageNotADirectoryError("a file exists at this path", path=path, backend=self.name)
         try:
-            os.makedirs(p, exist_ok=True)
+            with self._writing(path, p):
+                os.makedirs(p, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise StorageNotADirectoryError(f"cannot create the directory: {exc}", path=path, backend=self.name) from exc
         return normalize(path, self.name)
@@ -234,39 +228,42 @@ class LocalTreeBackend(StorageBackend):
         return src, dst
 
     def copy(self, source: PathLike, destination: PathLike, *, overwrite: bool = False) -> str:
-        src, dst = self._check_transfer(source, destination, overwrite)
-        tmp = temporary_name(dst)
-        try:
-            if os.path.isdir(src) and not os.path.islink(src):
-                shutil.copytree(src, tmp, symlinks=True)
-            else:
-                shutil.copy2(src, tmp, follow_symlinks=False)
-        except BaseException:
-            _remove(tmp)
-            raise
-        self._publish(tmp, dst, overwrite, destination)
+        with self._writing(destination):
+            src, dst = self._check_transfer(source, destination, overwrite)
+            tmp = temporary_name(dst)
+            try:
+                if os.path.isdir(src) and not os.path.islink(src):
+                    shutil.copytree(src, tmp, symlinks=True)
+                else:
+                    shutil.copy2(src, tmp, follow_symlinks=False)
+            except BaseException:
+                _remove(tmp)
+                raise
+            self._publish(tmp, dst, overwrite, destination)
         return normalize(destination, self.name)
 
     def move(self, source: PathLike, destination: PathLike, *, overwrite: bool = False) -> str:
         """Rename within one filesystem (atomic); across filesystems copy, then remove the source."""
-        src, dst = self._check_transfer(source, destination, overwrite)
-        try:
-            self._place(src, dst, overwrite, destination)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            self.copy(source, destination, overwrite=overwrite)
-            self.delete(source, recursive=True)
+        with self._writing(destination):
+            src, dst = self._check_transfer(source, destination, overwrite)
+            try:
+                self._place(src, dst, overwrite, destination)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self.copy(source, destination, overwrite=overwrite)
+                self.delete(source, recursive=True)
         return normalize(destination, self.name)
 
     def symlink(self, target: PathLike, link: PathLike, *, overwrite: bool = False) -> str:
         src = self._fs(target)
         if not self.exists(target):
             raise self._not_found(target, "the link target does not exist")
-        final = self._prepare_target(link, overwrite)
-        tmp = temporary_name(final)
-        os.symlink(os.path.abspath(src), tmp, target_is_directory=os.path.isdir(src))
-        self._publish(tmp, final, overwrite, link)
+        with self._writing(link):
+            final = self._prepare_target(link, overwrite)
+            tmp = temporary_name(final)
+            os.symlink(os.path.abspath(src), tmp, target_is_directory=os.path.isdir(src))
+            self._publish(tmp, final, overwrite, link)
         return normalize(link, self.name)
 
 
@@ -284,35 +281,6 @@ def _as_array(data: Any, path: Any, backend: str) -> np.ndarray | None:
             path=path,
             backend=backend,
         ) from exc
-
-
-def write_tiff(handle: BinaryIO, array: np.ndarray) -> None:
-    """Write ``array`` as a plain TIFF that records its exact shape and dtype."""
-    import tifffile
-
-    stored = array.astype(np.uint8) if array.dtype == bool else np.ascontiguousarray(array)
-    note = json.dumps({"shape": list(array.shape), "dtype": array.dtype.str})
-    imagej = stored.dtype in IMAGEJ_DTYPES and 2 <= stored.ndim <= 5
-    tifffile.imwrite(
-        handle,
-        stored,
-        imagej=imagej,
-        photometric="minisblack",
-        extratags=[(HCSGRAPH_TIFF_TAG, "s", 0, note, True)],
-    )
-
-
-def read_tiff(source: Any) -> np.ndarray:
-    """Read a TIFF; restore the shape and dtype recorded by :func:`write_tiff` when present."""
-    import tifffile
-
-    with tifffile.TiffFile(source) as tif:
-        data = tif.asarray()
-        tag = tif.pages[0].tags.get(HCSGRAPH_TIFF_TAG)
-    if tag is not None:
-        note = json.loads(tag.value)
-        data = data.reshape(note["shape"]).astype(np.dtype(note["dtype"]), copy=False)
-    return data
 
 
 class DiskStorageBackend(LocalTreeBackend):
@@ -383,4 +351,12 @@ class DiskStorageBackend(LocalTreeBackend):
         return raw
 
 
-__all__ = ["DiskStorageBackend", "LocalTreeBackend", "read_tiff", "write_tiff"]
+__all__ = [
+    "HCSGRAPH_TIFF_TAG",
+    "IMAGEJ_DTYPES",
+    "DiskStorageBackend",
+    "LocalTreeBackend",
+    "read_tiff",
+    "temporary_name",
+    "write_tiff",
+]

@@ -6,37 +6,58 @@ Two phases, so that parallel writers never collide:
    field, with ``plate``, ``well``, ``multiscales`` and ``omero``) and every empty array's metadata. The
    hierarchy is built in a temporary directory beside ``path`` and renamed into place, so a plate is
    either fully described or absent.
-2. :func:`write_plane` (on workers) fills one YX plane of one field and its pyramid levels. Indices
-   ``field``, ``t``, ``c`` and ``z`` are **0-based** here (the plate index is 1-based: ``field = site - 1``).
+2. :func:`write_planes` (on workers) fills YX planes of one field and their pyramid levels, with one
+   assignment per chunk (or shard). Indices ``field``, ``t``, ``c`` and ``z`` are **0-based** here (the
+   plate index is 1-based: ``field = site - 1``). :func:`write_plane`, :func:`write_stack` and
+   :func:`write_field` are its one-plane, one-z-stack and whole-field forms.
 
-Arrays are TCZYX (``dimension_names`` on Zarr v3). Chunking follows ``ZarrConfig.chunk_strategy``:
+Arrays are TCZYX (``dimension_names`` on Zarr v3), chunked by :func:`hcsgraph.io.chunking.plan_chunks`
+following ``ZarrConfig.chunk_strategy``:
 
 * ADAPTIVE: one chunk per YX plane while the plane is at most ``max_chunk_bytes``; larger planes are
-  cut into square tiles, and once a plane has ``shard_min_chunks`` tiles or more (Zarr v3) the tiles of a
-  plane are grouped into one shard. Either way each plane is its own chunk or shard, so writers of
-  different planes never touch the same file: one :func:`write_plane` task per plane is safe.
-* FIELD: one chunk per z-stack (all Z of one t, c); write it with :func:`write_stack`, one writer per stack.
-* WELL: one chunk per field array (all of T, C, Z); write it with :func:`write_field`, one writer per field.
+  cut into square power-of-two tiles, and once a plane has ``shard_min_chunks`` tiles or more (Zarr v3)
+  the tiles of a plane are one shard. Each plane is its own chunk(s) or shard.
+* FIELD: one chunk per z-stack (all Z of one t, c).
+* WELL: one chunk per field array (all of T, C, Z).
+
+:func:`hcsgraph.io.chunking.chunk_owner` names the planes that share a chunk file: one writer per
+``(well, field) + chunk_owner(strategy, t, c, z)`` is safe, more are not.
+
+Pyramid levels halve YX by 2×2 block means (``downsample="mean"``, for intensities) or by taking one
+pixel per block (``"nearest"``, for label images: every value exists in its source block).
+
+The omero channel windows start at :func:`initial_window` (the dtype's range up to 16-bit integers,
+else 0..1); :func:`set_channel_windows` sets them from the data once it is written.
 
 The cost of creating and writing grows linearly with the number of wells: nothing rescans the hierarchy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
+import threading
 import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
 from zarr.core.group import GroupMetadata
+from zarr.core.sync import sync
 
-from hcsgraph.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
+from hcsgraph.config import ZarrConfig
+from hcsgraph.io.chunking import compressors_for, plan_chunks
+from hcsgraph.io.paths import TEMP_PREFIX
 from hcsgraph.plate.index import row_number, split_well
 
 AXES = ("t", "c", "z", "y", "x")
@@ -49,6 +70,15 @@ _COLOURS = {  # channel-name hints → display colour
 }
 _PALETTE = ("0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00", "FFFFFF")
 COMPLETE_KEY = "hcsgraph"
+"""Attribute holding hcsgraph's own records (not OME metadata) on plate, well and field groups."""
+WRITER_RECORD = {"writer": "hcsgraph"}
+"""``attributes[COMPLETE_KEY]`` of a plate's root group: marks a plate hcsgraph wrote (and may replace)."""
+DATA_WINDOWS_KEY = "window_from_data"
+"""In a field group's ``attributes[COMPLETE_KEY]``: channel indices whose omero window came from the data."""
+DownsampleMethod = Literal["mean", "nearest"]
+DOWNSAMPLE_METHODS = ("mean", "nearest")
+Plane = tuple[int, int, int]
+"""A plane of a field array: ``(t, c, z)``, 0-based."""
 
 
 def well_path(well: str) -> str:
@@ -95,44 +125,6 @@ def level_shape(shape_tczyx: tuple[int, ...], level: int) -> tuple[int, ...]:
     return (t, c, z, -(-y // 2**level), -(-x // 2**level))
 
 
-def plan_chunks(shape_tczyx: tuple[int, ...], dtype: np.dtype, config: ZarrConfig) -> tuple[tuple, tuple | None]:
-    """(chunks, shards or None) for one array, following ``config.chunk_strategy`` (see module docs)."""
-    t, c, z, y, x = shape_tczyx
-    itemsize = np.dtype(dtype).itemsize
-    if config.chunk_strategy is ZarrChunkStrategy.WELL:
-        return (t, c, z, y, x), None
-    if config.chunk_strategy is ZarrChunkStrategy.FIELD:
-        return (1, 1, z, y, x), None
-    if y * x * itemsize <= config.max_chunk_bytes:
-        return (1, 1, 1, y, x), None
-    side = 16
-    while (2 * side) ** 2 * itemsize <= config.max_chunk_bytes:
-        side *= 2
-    ty, tx = min(y, side), min(x, side)
-    n_y, n_x = -(-y // ty), -(-x // tx)
-    chunks = (1, 1, 1, ty, tx)
-    if config.zarr_format == 3 and n_y * n_x >= config.shard_min_chunks:
-        return chunks, (1, 1, 1, n_y * ty, n_x * tx)
-    return chunks, None
-
-
-def _compressors(config: ZarrConfig) -> Any:
-    level = config.compression_level
-    if config.compressor is ZarrCompressor.NONE:
-        return None
-    if config.zarr_format == 3:
-        from zarr.codecs import BloscCodec, ZstdCodec
-
-        if config.compressor is ZarrCompressor.LZ4:
-            return BloscCodec(cname="lz4", clevel=level, shuffle="shuffle")
-        return ZstdCodec(level=level)
-    import numcodecs
-
-    if config.compressor is ZarrCompressor.LZ4:
-        return numcodecs.Blosc(cname="lz4", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)
-    return numcodecs.Zstd(level=level)
-
-
 def channel_colour(name: str, index: int) -> str:
     """A display colour (RRGGBB) for a channel: from its name when it hints at a dye, else a palette."""
     lower = name.lower()
@@ -142,15 +134,23 @@ def channel_colour(name: str, index: int) -> str:
     return _PALETTE[index % len(_PALETTE)]
 
 
-def omero_metadata(channel_names: list[str], dtype: np.dtype, name: str) -> dict[str, Any]:
-    """``omero`` rendering metadata: one channel per name, colour and a window spanning the dtype's range."""
+def initial_window(dtype: Any) -> tuple[float, float]:
+    """The omero window of a channel before any data is seen.
+
+    The dtype's range for integers of at most 16 bits (0..255 for uint8, 0..65535 for uint16,
+    -32768..32767 for int16); 0..1 for bool, floats and wider integers, whose range says nothing about
+    the data (an int32 label image or a float image). :func:`set_channel_windows` replaces it.
+    """
     dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        low, high = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
-    elif dtype == np.bool_:
-        low, high = 0.0, 1.0
-    else:
-        low, high = 0.0, 1.0
+    if dtype.kind in "iu" and dtype.itemsize <= 2:
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
+
+
+def omero_metadata(channel_names: list[str], dtype: np.dtype, name: str) -> dict[str, Any]:
+    """``omero`` rendering metadata: one channel per name, a colour and the :func:`initial_window` of ``dtype``."""
+    low, high = initial_window(dtype)
     channels = [
         {"label": label, "color": channel_colour(label, i), "active": True, "coefficient": 1.0,
          "family": "linear", "inverted": False, "window": {"min": low, "max": high, "start": low, "end": high}}
@@ -192,7 +192,7 @@ def _ome(attrs: dict[str, Any], version: str) -> dict[str, Any]:
 def _array_metadata(shape, dtype, chunks, shards, config: ZarrConfig):
     """The metadata object of one empty array, built once and reused for every field."""
     kwargs: dict[str, Any] = {
-        "shape": shape, "dtype": dtype, "chunks": chunks, "compressors": _compressors(config),
+        "shape": shape, "dtype": dtype, "chunks": chunks, "compressors": compressors_for(config),
         "fill_value": 0, "zarr_format": config.zarr_format,
     }
     if config.zarr_format == 3:
@@ -223,13 +223,22 @@ def create_plate(
 
     ``rows``/``columns`` default to those the wells use; ``fields`` is the number of fields per well;
     ``shape_tczyx`` is the full-resolution shape of every field. An existing ``path`` raises
-    ``FileExistsError`` unless ``overwrite=True``, which replaces it only once the new plate is complete.
+    ``FileExistsError`` unless ``overwrite=True``, which replaces it only once the new plate is complete,
+    and only if it is a plate hcsgraph wrote (:func:`is_hcsgraph_plate`); anything else raises
+    ``FileExistsError`` and is left as it is. The plate directory gets the process umask's permissions.
     """
     config = zarr_config or ZarrConfig()
     version = config.ome_zarr_version
     target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
+    if os.path.lexists(target):
+        if not overwrite:
+            raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
+        if not is_hcsgraph_plate(target):
+            raise FileExistsError(
+                f"{target} exists and is not an OME-Zarr plate written by hcsgraph (no plate metadata with "
+                f"the hcsgraph writer record in zarr.json/.zattrs); refusing to replace it: remove it yourself "
+                "or choose another path"
+            )
     if len(shape_tczyx) != 5 or any(int(s) < 1 for s in shape_tczyx):
         raise ValueError(f"shape_tczyx={shape_tczyx!r} must be five positive sizes (T, C, Z, Y, X)")
     shape_tczyx = tuple(int(s) for s in shape_tczyx)
@@ -279,9 +288,8 @@ def create_plate(
              "omero": omero}
     field_doc = _documents(GroupMetadata(attributes=_ome(image, version), zarr_format=fmt))
     level_docs = [_documents(meta) for meta in array_meta]
-    documents: dict[str, dict[str, bytes]] = {
-        "": _documents(GroupMetadata(attributes=_ome({"plate": plate_meta}, version), zarr_format=fmt))
-    }
+    root_attrs = _ome({"plate": plate_meta}, version) | {COMPLETE_KEY: dict(WRITER_RECORD)}
+    documents: dict[str, dict[str, bytes]] = {"": _documents(GroupMetadata(attributes=root_attrs, zarr_format=fmt))}
     for r in rows:
         documents[r] = row_doc
     for well, (r, c) in split.items():
@@ -295,12 +303,16 @@ def create_plate(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         _write_documents(tmp, documents)
-        if target.exists():  # overwrite: keep the old plate until the new one is complete
+        if os.path.lexists(target):  # overwrite: keep the old plate until the new one is complete
             trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(target, trash)
             os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
+            if trash.is_symlink():
+                trash.unlink()
+            else:
+                shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -312,6 +324,47 @@ def create_plate(
         n_levels=n_levels, ome_zarr_version=version, chunk_strategy=config.chunk_strategy.value,
         chunks=tuple(chunks), shards=tuple(shards),
     )
+
+
+def is_hcsgraph_plate(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an OME-Zarr plate hcsgraph wrote: a root group with ``plate`` metadata and
+    hcsgraph's writer record, in ``zarr.json`` (0.5) or ``.zattrs`` (0.4)."""
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    try:
+        if (root / "zarr.json").is_file():
+            document = json.loads((root / "zarr.json").read_bytes())
+            attrs = document.get("attributes", {}) if document.get("node_type") == "group" else {}
+            ome = attrs.get("ome", {})
+        elif (root / ".zattrs").is_file():
+            attrs = ome = json.loads((root / ".zattrs").read_bytes())
+        else:
+            return False
+    except (OSError, ValueError):
+        return False
+    if not isinstance(attrs, dict) or not isinstance(ome, dict) or not isinstance(ome.get("plate"), dict):
+        return False
+    record = attrs.get(COMPLETE_KEY)
+    return isinstance(record, dict) and record.get("writer") == WRITER_RECORD["writer"]
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore at once (other threads may create files meanwhile)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 _FIELD_NAME = "__hcsgraph_field_name__"
@@ -337,8 +390,17 @@ def _write_documents(root: Path, documents: dict[str, dict[str, bytes]]) -> None
             (folder / name).write_bytes(data)
 
 
-def downsample_2x(data: np.ndarray) -> np.ndarray:
-    """Halve the last two axes by 2×2 block means (edges replicated); the dtype is kept (integers rounded)."""
+def downsample_2x(data: np.ndarray, method: DownsampleMethod = "mean") -> np.ndarray:
+    """Halve the last two axes (odd sizes rounded up), keeping the dtype.
+
+    ``"mean"``: 2×2 block means (edges replicated; integers rounded), for intensities.
+    ``"nearest"``: the top-left pixel of each 2×2 block, so every value exists in its source block
+    (label images: no invented labels).
+    """
+    if method == "nearest":
+        return np.ascontiguousarray(data[..., ::2, ::2])
+    if method != "mean":
+        raise ValueError(f"downsample={method!r}: expected one of {DOWNSAMPLE_METHODS}")
     y, x = data.shape[-2:]
     pad = [(0, 0)] * (data.ndim - 2) + [(0, y % 2), (0, x % 2)]
     padded = np.pad(data, pad, mode="edge") if (y % 2 or x % 2) else data
@@ -364,9 +426,7 @@ ArrayCache = dict[tuple[str, str, int, int], zarr.Array]
 """Opened level arrays by ``(plate path, well, field, level)``: pass one dict to several writes to open each once."""
 
 
-def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache | None) -> zarr.Array:
-    if arrays is None:
-        return _open_level(path, well, field, level)
+def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache) -> zarr.Array:
     key = (os.fspath(path), well, int(field), level)
     array = arrays.get(key)
     if array is None:
@@ -374,49 +434,219 @@ def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache | N
     return array
 
 
-def _write(path, well: str, field: int, selection: tuple, data: np.ndarray, n_levels: int, what: str,
-           arrays: ArrayCache | None = None) -> None:
+def _write(
+    path, well: str, field: int, planes: list[Plane], data: Any, expected: tuple[int, ...], n_levels: int,
+    downsample: str, arrays: ArrayCache, what: str,
+) -> None:
+    """Check ``data`` (the caller's shape ``expected``) and write it as ``planes`` on every level."""
+    if downsample not in DOWNSAMPLE_METHODS:
+        raise ValueError(f"downsample={downsample!r}: expected one of {DOWNSAMPLE_METHODS}")
+    array = _level_array(path, well, field, 0, arrays)
     data = np.asarray(data)
+    if data.shape != expected:
+        raise ValueError(f"{what} of well {well}, field {field}: shape {data.shape}, the plate expects {expected}")
+    if data.dtype != array.dtype:
+        if not np.can_cast(data.dtype, array.dtype, casting="safe"):
+            raise TypeError(
+                f"{what} of well {well}, field {field}: dtype {data.dtype} does not fit the plate's "
+                f"{array.dtype} without loss; convert it explicitly"
+            )
+        data = data.astype(array.dtype)
+    bounds = array.shape[:3]
+    for plane in planes:
+        if not all(0 <= i < n for i, n in zip(plane, bounds, strict=True)):
+            raise IndexError(f"{what} of well {well}, field {field}: plane (t, c, z)={plane} is outside {bounds}")
+    if len(set(planes)) != len(planes):
+        raise ValueError(f"{what} of well {well}, field {field}: a plane (t, c, z) is given twice in {planes}")
+    stack = data.reshape((len(planes), *array.shape[-2:]))
     for level in range(n_levels):
-        array = _level_array(path, well, field, level, arrays)
-        if level == 0:
-            expected = tuple(array.shape[len(selection):])
-            if data.shape != expected:
-                raise ValueError(f"{what} of well {well}, field {field}: shape {data.shape}, the plate expects {expected}")
-            if data.dtype != array.dtype:
-                if not np.can_cast(data.dtype, array.dtype, casting="safe"):
-                    raise TypeError(
-                        f"{what} of well {well}, field {field}: dtype {data.dtype} does not fit the plate's "
-                        f"{array.dtype} without loss; convert it explicitly"
-                    )
-                data = data.astype(array.dtype)
+        if level:
+            array = _level_array(path, well, field, level, arrays)
+            stack = downsample_2x(stack, downsample)
+        _write_regions(array, planes, stack)
+
+
+def _write_regions(array: zarr.Array, planes: list[Plane], stack: np.ndarray) -> None:
+    """Write ``stack[i]`` as plane ``planes[i]``: one assignment per chunk (or shard) the planes touch.
+
+    A chunk region the planes cover only in part is read once, completed and written back once.
+    """
+    unit = (array.shards or array.chunks)[:3]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, plane in enumerate(planes):
+        groups.setdefault(tuple(p // u for p, u in zip(plane, unit, strict=True)), []).append(i)
+    target = array.async_array
+
+    async def region(key: tuple[int, ...], members: list[int]) -> None:
+        low = [k * u for k, u in zip(key, unit, strict=True)]
+        high = [min(a + u, n) for a, u, n in zip(low, unit, array.shape[:3], strict=True)]
+        selection = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        size = math.prod(b - a for a, b in zip(low, high, strict=True))
+        if size == 1:
+            block = stack[members[0]][None, None, None]
         else:
-            data = downsample_2x(data)
-        array[selection] = data
+            if len(members) == size:
+                block = np.empty((*(b - a for a, b in zip(low, high, strict=True)), *stack.shape[1:]), stack.dtype)
+            else:
+                block = np.array(await target.getitem(selection))
+            for i in members:
+                block[tuple(p - a for p, a in zip(planes[i], low, strict=True))] = stack[i]
+        await target.setitem(selection, block)
+
+    async def write_all() -> None:
+        await asyncio.gather(*(region(key, members) for key, members in groups.items()))
+
+    sync(write_all())
+
+
+def write_planes(
+    path: str | os.PathLike, well: str, field: int, planes: Sequence[Plane], data: np.ndarray, n_levels: int = 1,
+    *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
+) -> None:
+    """Write YX planes of one field: ``data[i]`` (``data`` is ``[N, Y, X]``) is plane ``planes[i] = (t, c, z)``.
+
+    Every pyramid level up to ``n_levels`` is written too, each downsampled from the one above by
+    ``downsample`` ("mean" for intensities, "nearest" for labels). The planes are grouped by chunk (or
+    shard) and each chunk is assigned once; a chunk the planes cover in part is read, completed and
+    written back once. Calls on planes with different :func:`hcsgraph.io.chunking.chunk_owner` keys
+    (or of different fields) may run in parallel; two calls on planes of one chunk may not.
+    ``arrays``: a dict shared by consecutive calls on one plate, so each level array is opened once.
+    Indices are 0-based.
+    """
+    arrays = {} if arrays is None else arrays
+    shape = _level_array(path, well, field, 0, arrays).shape
+    planes = [(int(t), int(c), int(z)) for t, c, z in planes]
+    _write(path, well, field, planes, data, (len(planes), *shape[-2:]), n_levels, downsample, arrays, "planes")
 
 
 def write_plane(
     path: str | os.PathLike, well: str, field: int, t: int, c: int, z: int, plane: np.ndarray, n_levels: int = 1,
-    *, arrays: ArrayCache | None = None,
+    *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
 ) -> None:
     """Write one YX plane (and its ``n_levels - 1`` downsampled levels); ``field``/``t``/``c``/``z`` are 0-based.
 
-    Safe to run in parallel for different planes under the ADAPTIVE strategy (one chunk or shard per plane).
-    ``arrays``: a dict shared by consecutive calls on one plate, so each level array is opened once.
+    Safe to run in parallel for different planes only under the ADAPTIVE strategy (one chunk or shard
+    per plane); see :func:`write_planes`.
     """
-    _write(path, well, field, (int(t), int(c), int(z)), plane, n_levels, "plane", arrays)
+    arrays = {} if arrays is None else arrays
+    shape = _level_array(path, well, field, 0, arrays).shape
+    _write(path, well, field, [(int(t), int(c), int(z))], plane, tuple(shape[-2:]), n_levels, downsample, arrays,
+           "plane")
 
 
 def write_stack(
-    path: str | os.PathLike, well: str, field: int, t: int, c: int, stack_zyx: np.ndarray, n_levels: int = 1
+    path: str | os.PathLike, well: str, field: int, t: int, c: int, stack_zyx: np.ndarray, n_levels: int = 1,
+    *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
 ) -> None:
     """Write all Z planes of one (t, c) of a field (0-based); the unit of work for the FIELD strategy."""
-    _write(path, well, field, (int(t), int(c)), stack_zyx, n_levels, "z-stack")
+    arrays = {} if arrays is None else arrays
+    shape = _level_array(path, well, field, 0, arrays).shape
+    planes = [(int(t), int(c), z) for z in range(shape[2])]
+    _write(path, well, field, planes, stack_zyx, tuple(shape[2:]), n_levels, downsample, arrays, "z-stack")
 
 
-def write_field(path: str | os.PathLike, well: str, field: int, data_tczyx: np.ndarray, n_levels: int = 1) -> None:
+def write_field(
+    path: str | os.PathLike, well: str, field: int, data_tczyx: np.ndarray, n_levels: int = 1,
+    *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
+) -> None:
     """Write a whole field (TCZYX); the unit of work for the WELL strategy."""
-    _write(path, well, field, (), data_tczyx, n_levels, "field")
+    arrays = {} if arrays is None else arrays
+    shape = _level_array(path, well, field, 0, arrays).shape
+    planes = [tuple(int(i) for i in p) for p in np.ndindex(*shape[:3])]
+    _write(path, well, field, planes, data_tczyx, tuple(shape), n_levels, downsample, arrays, "field")
+
+
+# ---------------------------------------------------------------------------------------------
+# channel windows
+
+
+def _group_document(folder: Path, version: str) -> tuple[Path, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(file, document, attributes, OME attributes)`` of a group, as stored for ``version``."""
+    if version == "0.5":
+        file = folder / "zarr.json"
+        document = json.loads(file.read_bytes())
+        attrs = document.setdefault("attributes", {})
+        return file, document, attrs, attrs.get("ome", {})
+    file = folder / ".zattrs"
+    document = json.loads(file.read_bytes())
+    return file, document, document, document
+
+
+def _replace_json(file: Path, document: dict[str, Any]) -> None:
+    """Rewrite a JSON file atomically (a temporary sibling renamed over it), keeping its permissions."""
+    mode = stat.S_IMODE(os.stat(file).st_mode)
+    tmp = file.with_name(f"{TEMP_PREFIX}{file.name}-{uuid.uuid4().hex[:12]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(json.dumps(document, indent=2).encode())
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _set_windows(folder: Path, version: str, windows: dict[int, tuple[float, float]], merge: bool) -> None:
+    file, document, attrs, ome = _group_document(folder, version)
+    channels = ome.get("omero", {}).get("channels")
+    if not isinstance(channels, list):
+        raise ValueError(f"{file} has no omero channels")
+    own = attrs.get(COMPLETE_KEY)
+    own = attrs[COMPLETE_KEY] = dict(own) if isinstance(own, dict) else {}
+    from_data = {int(c) for c in own.get(DATA_WINDOWS_KEY, [])}
+    for c, (low, high) in windows.items():
+        if c >= len(channels):
+            raise ValueError(f"channel {c} is out of range: {file} has {len(channels)} channels")
+        window = channels[c].get("window", {})
+        if merge and c in from_data:
+            low, high = min(low, float(window["start"])), max(high, float(window["end"]))
+        channels[c]["window"] = {"start": low, "end": high, "min": low, "max": high}
+        from_data.add(c)
+    own[DATA_WINDOWS_KEY] = sorted(from_data)
+    _replace_json(file, document)
+
+
+def set_channel_windows(
+    plate_path: str | os.PathLike, windows: Mapping[int, tuple[float, float]], *, merge: bool = True,
+    max_workers: int | None = None,
+) -> int:
+    """Set the omero window of channels of every field of a plate from the data; returns the fields rewritten.
+
+    For each ``c → (lo, hi)`` in ``windows`` (``c`` 0-based) every field's channel ``c`` gets
+    ``window = {"start": lo, "end": hi, "min": lo, "max": hi}``. With ``merge=True`` a window an earlier
+    call set (recorded in the field's ``attributes["hcsgraph"]["window_from_data"]``) widens to the
+    union instead; the initial window from :func:`create_plate` is always replaced. Works on NGFF 0.5
+    (``zarr.json``, under ``ome``) and 0.4 (``.zattrs``); each document is rewritten directly and
+    atomically, ``max_workers`` threads at a time. Calls on one plate must not overlap.
+    """
+    clean: dict[int, tuple[float, float]] = {}
+    for c, pair in windows.items():
+        low, high = (float(v) for v in pair)
+        if isinstance(c, bool) or int(c) != c or c < 0:
+            raise ValueError(f"channel {c!r} must be a 0-based channel index")
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+            raise ValueError(f"window {pair!r} of channel {c} must be two finite numbers, low <= high")
+        clean[int(c)] = (low, high)
+    if not clean:
+        return 0
+    root = Path(plate_path)
+    version = "0.5" if (root / "zarr.json").is_file() else "0.4"
+    try:
+        _, _, _, ome = _group_document(root, version)
+        wells = [w["path"] for w in ome["plate"]["wells"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{root} is not an OME-Zarr plate: {exc}") from exc
+
+    def images(well: str) -> list[Path]:
+        _, _, _, well_ome = _group_document(root / well, version)
+        return [root / well / image["path"] for image in well_ome["well"]["images"]]
+
+    with ThreadPoolExecutor(max_workers=max_workers or min(32, 4 * (os.cpu_count() or 1))) as pool:
+        folders = [folder for found in pool.map(images, wells) for folder in found]
+        list(pool.map(lambda folder: _set_windows(folder, version, clean, merge), folders))
+    return len(folders)
 
 
 def mark_well_complete(path: str | os.PathLike, well: str) -> None:

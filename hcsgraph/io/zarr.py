@@ -5,13 +5,14 @@ array's metadata (``zarr.json``, or ``.zarray`` for Zarr format 2) and its chunk
 means the same as in the memory and disk backends. In listings such a directory is a file;
 a directory without array metadata is a directory; other plain files are not shown.
 
-Compression and chunking follow :class:`~hcsgraph.config.ZarrConfig`:
+Compression and chunking follow :class:`~hcsgraph.config.ZarrConfig` through
+:mod:`hcsgraph.io.chunking`, exactly as in OME-Zarr plates:
 
-* ``LZ4`` → Blosc with the lz4 compressor at ``compression_level``; ``ZSTD`` → Zstandard at
+* ``LZ4`` → Blosc lz4 with byte shuffle at ``compression_level``; ``ZSTD`` → Zstandard at
   ``compression_level``; ``NONE`` → no compressor;
-* ``ADAPTIVE`` → one chunk per YX plane while the plane fits in ``max_chunk_bytes``, square YX
-  tiles above that (a plane cut into ``shard_min_chunks`` tiles or more is one shard);
-  ``WELL``/``FIELD`` → the whole array is one chunk;
+* ``ADAPTIVE`` → one chunk per YX plane while the plane fits in ``max_chunk_bytes``, square
+  power-of-two YX tiles above that (a plane cut into ``shard_min_chunks`` tiles or more is one
+  shard); ``FIELD`` → one chunk per Z-stack (the last three axes); ``WELL`` → the whole array;
 * the Zarr format follows ``ome_zarr_version`` (0.5 → format 3, 0.4 → format 2).
 
 ``str`` and ``bytes`` are stored as 1-D uint8 arrays with an attribute saying which, and load back
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -33,56 +33,18 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.api.asynchronous as zarr_async
-from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, StorePath
 
-from hcsgraph.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
+from hcsgraph.config import ZarrConfig
+from hcsgraph.io.chunking import compressors_for, plan_chunks
 from hcsgraph.io.disk import LocalTreeBackend, _as_array, _remove, temporary_name
 from hcsgraph.io.errors import StorageError, StorageIsADirectoryError, StorageReadError, UnsupportedDataError
 from hcsgraph.io.paths import PathLike, normalize
 
 KIND_ATTRIBUTE = "hcsgraph_kind"
 """Array attribute marking an array that holds ``"str"`` or ``"bytes"``."""
-
-
-def compressors_for(config: ZarrConfig) -> Any:
-    """The ``compressors`` argument of :func:`zarr.create_array` for ``config``."""
-    if config.compressor is ZarrCompressor.NONE:
-        return None
-    if config.zarr_format == 2:
-        import numcodecs
-
-        if config.compressor is ZarrCompressor.LZ4:
-            return numcodecs.Blosc(cname="lz4", clevel=config.compression_level)
-        return numcodecs.Zstd(level=config.compression_level)
-    if config.compressor is ZarrCompressor.LZ4:
-        return BloscCodec(cname="lz4", clevel=config.compression_level)
-    return ZstdCodec(level=config.compression_level)
-
-
-def chunk_layout(shape: tuple[int, ...], itemsize: int, config: ZarrConfig) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """``(chunks, shards)`` for an array of ``shape`` under ``config.chunk_strategy``; ``shards`` may be None."""
-    if not shape:
-        return (), None
-    whole = tuple(max(1, d) for d in shape)
-    if config.chunk_strategy is not ZarrChunkStrategy.ADAPTIVE:
-        return whole, None
-    plane = whole[-2:]
-    lead = (1,) * (len(whole) - len(plane))
-    if math.prod(plane) * itemsize <= config.max_chunk_bytes:
-        return lead + plane, None
-    if len(plane) == 2:
-        side = max(1, math.isqrt(config.max_chunk_bytes // itemsize))
-        tile = tuple(min(side, d) for d in plane)
-    else:
-        tile = (max(1, config.max_chunk_bytes // itemsize),)
-    counts = [math.ceil(d / t) for d, t in zip(plane, tile, strict=True)]
-    if math.prod(counts) >= config.shard_min_chunks and config.zarr_format == 3:
-        shard = tuple(c * t for c, t in zip(counts, tile, strict=True))
-        return lead + tile, lead + shard
-    return lead + tile, None
 
 
 def is_array_dir(fs_path: str) -> bool:
@@ -170,7 +132,7 @@ class ZarrStorageBackend(LocalTreeBackend):
                 parents.add(os.path.dirname(final))
             elif os.path.isdir(final) and not self._is_leaf(final):
                 raise StorageIsADirectoryError("a directory exists at this path", path=path, backend=self.name)
-            chunks, shards = chunk_layout(array.shape, array.dtype.itemsize, config)
+            chunks, shards = plan_chunks(array.shape, array.dtype, config)
             jobs.append((path, final, temporary_name(final), array, attributes, chunks, shards))
         try:
             sync(self._write_all(jobs, compressors, config.zarr_format))

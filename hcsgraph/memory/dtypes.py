@@ -35,25 +35,33 @@ _CLE = {
 }
 
 
-def supported_dtypes(memory_type: MemoryType) -> frozenset[str]:
-    """The numpy dtype names ``memory_type`` holds without changing a value."""
+def supported_dtypes(memory_type: MemoryType, package: str | None = None) -> frozenset[str]:
+    """The numpy dtype names ``memory_type`` holds without changing a value.
+
+    ``package``: for pyclesperanto, the package to ask about (default: the one hcsgraph uses).
+    """
     memory_type = MemoryType(memory_type)
     if memory_type is MemoryType.PYCLESPERANTO:
-        from hcsgraph.memory.libraries import pyclesperanto_module_name
+        from hcsgraph.memory.libraries import normalize_pyclesperanto_package, pyclesperanto_module_name
 
-        return _CLE.get(pyclesperanto_module_name() or "pyclesperanto", _CLE["pyclesperanto"])
+        name = normalize_pyclesperanto_package(package) if package is not None else pyclesperanto_module_name()
+        return _CLE.get(name or "pyclesperanto", _CLE["pyclesperanto"])
     if memory_type is MemoryType.JAX and "jax" in sys.modules:
         if sys.modules["jax"].config.read("jax_enable_x64"):
             return _ALL
     return _STATIC[memory_type]
 
 
-def check_dtype_supported(memory_type: MemoryType, dtype: str) -> None:
-    """Raise ``TypeError`` when ``memory_type`` cannot hold ``dtype`` exactly."""
-    supported = supported_dtypes(memory_type)
+def check_dtype_supported(memory_type: MemoryType, dtype: str, package: str | None = None) -> None:
+    """Raise ``TypeError`` when ``memory_type`` (pyclesperanto: ``package``) cannot hold ``dtype`` exactly."""
+    supported = supported_dtypes(memory_type, package)
     if dtype in supported:
         return
     hint = ""
+    if MemoryType(memory_type) is MemoryType.PYCLESPERANTO and package is not None:
+        from hcsgraph.memory.libraries import normalize_pyclesperanto_package
+
+        hint = f" (arrays of {normalize_pyclesperanto_package(package)})"
     if memory_type is MemoryType.JAX and dtype in _X64:
         hint = " (enable 64-bit types with jax.config.update('jax_enable_x64', True))"
     raise TypeError(

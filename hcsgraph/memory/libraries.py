@@ -5,7 +5,11 @@ Nothing here imports torch, jax, tensorflow, cupy or pyclesperanto at module imp
 
 pyclesperanto: hcsgraph uses ``pyclesperanto`` (>= 0.25) when it is installed and falls back to
 ``pyclesperanto_prototype`` (0.24.4); set ``HCSGRAPH_PYCLESPERANTO=pyclesperanto_prototype`` to
-prefer the prototype. Both packages' arrays are recognised as ``MemoryType.PYCLESPERANTO``.
+prefer the prototype. Both packages' arrays are recognised as ``MemoryType.PYCLESPERANTO``, but
+they do not mix: a ``pyclesperanto_prototype`` function cannot read a ``pyclesperanto`` array.
+:func:`import_pyclesperanto` imports either package by name (``"pyclesperanto"``,
+``"pyclesperanto_prototype"`` or ``"prototype"``); ``@pyclesperanto(package=...)`` in
+:mod:`hcsgraph.memory.decorators` says which one a function needs.
 
 Import order: with the PoCL OpenCL runtime (OpenCL on the CPU), starting OpenCL after TensorFlow
 has been imported crashes the process (TensorFlow's bundled LLVM clashes with PoCL's).
@@ -32,6 +36,14 @@ from hcsgraph.config import MemoryType
 
 PYCLESPERANTO_ENV = "HCSGRAPH_PYCLESPERANTO"
 _CLE_MODULES = ("pyclesperanto", "pyclesperanto_prototype")
+CLE_PACKAGES = _CLE_MODULES
+"""The two pyclesperanto packages hcsgraph knows, by import name."""
+_CLE_ALIASES = {
+    "pyclesperanto": "pyclesperanto",
+    "cle": "pyclesperanto",
+    "pyclesperanto_prototype": "pyclesperanto_prototype",
+    "prototype": "pyclesperanto_prototype",
+}
 
 
 @dataclass(frozen=True)
@@ -59,16 +71,35 @@ LIBRARIES: dict[MemoryType, LibraryInfo] = {
 class MissingLibraryError(ImportError):
     """The array library a memory type needs is not installed."""
 
-    def __init__(self, memory_type: MemoryType, detail: str = "") -> None:
+    def __init__(
+        self,
+        memory_type: MemoryType,
+        detail: str = "",
+        *,
+        library: str | None = None,
+        install_hint: str | None = None,
+    ) -> None:
+        memory_type = MemoryType(memory_type)
         info = LIBRARIES[memory_type]
         self.memory_type = memory_type
-        self.library = info.import_name
-        self.install_hint = info.install_hint
+        self.detail = detail
+        self.library = library or info.import_name
+        self.install_hint = install_hint or info.install_hint
         message = (
-            f"memory type {memory_type.value!r} needs the library {info.import_name!r}, which is not "
-            f"installed; install it with `{info.install_hint}`"
+            f"memory type {memory_type.value!r} needs the library {self.library!r}, which is not "
+            f"installed; install it with `{self.install_hint}`"
         )
-        super().__init__(message + (f" ({detail})" if detail else ""), name=info.import_name)
+        super().__init__(message + (f" ({detail})" if detail else ""), name=self.library)
+
+    def __reduce__(self):  # rebuilt from its fields, so that it travels from dask workers
+        return (
+            _missing_library_error,
+            (self.memory_type.value, self.detail, self.library, self.install_hint),
+        )
+
+
+def _missing_library_error(memory_type: str, detail: str, library: str, install_hint: str) -> MissingLibraryError:
+    return MissingLibraryError(MemoryType(memory_type), detail, library=library, install_hint=install_hint)
 
 
 def _installed(module_name: str) -> bool:
@@ -87,6 +118,36 @@ def pyclesperanto_module_name() -> str | None:
         raise ValueError(f"{PYCLESPERANTO_ENV}={preferred!r}; expected one of {', '.join(_CLE_MODULES)}")
     candidates = (preferred,) if preferred else _CLE_MODULES
     return next((name for name in candidates if _installed(name)), None)
+
+
+def normalize_pyclesperanto_package(package: str) -> str:
+    """The import name of a pyclesperanto package: ``"pyclesperanto"`` or ``"pyclesperanto_prototype"``.
+
+    Accepts those names and the aliases ``"cle"`` and ``"prototype"``; anything else is a ValueError.
+    """
+    if isinstance(package, str):
+        name = _CLE_ALIASES.get(package.strip().lower())
+        if name is not None:
+            return name
+    raise ValueError(
+        f"package={package!r} is not a pyclesperanto package; use 'pyclesperanto' (>= 0.25) or "
+        "'pyclesperanto_prototype' (alias 'prototype')"
+    )
+
+
+def resolve_pyclesperanto_package(package: str | None = None) -> str:
+    """``package`` normalised, or (None) the package hcsgraph uses; MissingLibraryError when not installed."""
+    name = normalize_pyclesperanto_package(package) if package is not None else pyclesperanto_module_name()
+    if name is None:
+        raise MissingLibraryError(MemoryType.PYCLESPERANTO)
+    if not _installed(name):
+        raise MissingLibraryError(
+            MemoryType.PYCLESPERANTO,
+            "asked for by package=" + repr(package),
+            library=name,
+            install_hint=f"pip install {name}",
+        )
+    return name
 
 
 def is_installed(memory_type: MemoryType) -> bool:
@@ -127,10 +188,8 @@ def _start_opencl(cle: ModuleType) -> None:
     _opencl_ready = True
 
 
-def _import_pyclesperanto() -> ModuleType:
-    name = pyclesperanto_module_name()
-    if name is None:
-        raise MissingLibraryError(MemoryType.PYCLESPERANTO)
+def _import_pyclesperanto(package: str | None = None) -> ModuleType:
+    name = resolve_pyclesperanto_package(package)
     with _lock:
         if not _opencl_ready and "tensorflow" in sys.modules and _pocl_registered():
             raise RuntimeError(
@@ -175,6 +234,20 @@ def import_library(memory_type: MemoryType) -> ModuleType:
         if isinstance(exc, MissingLibraryError):
             raise
         raise MissingLibraryError(memory_type, f"import failed: {exc}") from exc
+
+
+def import_pyclesperanto(package: str | None = None) -> ModuleType:
+    """Import a pyclesperanto package by name (default: the one hcsgraph uses), starting OpenCL safely.
+
+    ``package``: ``"pyclesperanto"``, ``"pyclesperanto_prototype"`` (alias ``"prototype"``) or None.
+    Raises :class:`MissingLibraryError` naming the package when it is not installed.
+    """
+    try:
+        return _import_pyclesperanto(package)
+    except ImportError as exc:
+        if isinstance(exc, MissingLibraryError):
+            raise
+        raise MissingLibraryError(MemoryType.PYCLESPERANTO, f"import failed: {exc}") from exc
 
 
 def opencl_started() -> bool:

@@ -32,6 +32,16 @@ _ARRAY_CLASS_NAMES = {
 }
 
 
+# Top-level module of a pyclesperanto array class → the package whose functions read it.
+_CLE_PACKAGE_ROOTS = {
+    "pyclesperanto": "pyclesperanto",
+    "pyclesperanto_opencl": "pyclesperanto",
+    "pyclesperanto_cuda": "pyclesperanto",
+    "pyclesperanto_prototype": "pyclesperanto_prototype",
+    "pyopencl": "pyclesperanto_prototype",  # the prototype's OCLArray is a pyopencl array
+}
+
+
 def as_memory_type(value: MemoryType | str) -> MemoryType:
     """Return ``value`` as a :class:`MemoryType`; accept the member or its string value."""
     return coerce_enum(MemoryType, value, "memory_type")
@@ -51,3 +61,18 @@ def memory_type_of(obj: Any) -> MemoryType:
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     valid = ", ".join(m.value for m in MemoryType)
     raise TypeError(f"cannot tell the memory type of a {kind} object; expected an array of one of: {valid}")
+
+
+def pyclesperanto_package_of(obj: Any) -> str | None:
+    """``"pyclesperanto"`` or ``"pyclesperanto_prototype"``: the package an OpenCL array belongs to.
+
+    None for anything that is not a pyclesperanto array. Like :func:`memory_type_of`, it looks
+    only at the class hierarchy and imports nothing.
+    """
+    names = _ARRAY_CLASS_NAMES[MemoryType.PYCLESPERANTO]
+    for cls in type(obj).__mro__:
+        root = (getattr(cls, "__module__", None) or "").partition(".")[0]
+        package = _CLE_PACKAGE_ROOTS.get(root)
+        if package is not None and cls.__name__ in names:
+            return package
+    return None

@@ -2,8 +2,13 @@
 
 It is built from Task-spec tasks behind a ``dask.Expr``, so ``dask.compute(g)``, ``g.compute()``,
 ``g.persist()``, ``Client.compute(g)`` and ``g.visualize()`` all work, on any scheduler. The
-expression carries the tasks' annotations: ``resources={"GPU": n}`` on GPU-typed tasks and a
-``distributed.span`` named after the pipeline on every task, so the dashboard groups the run.
+expression carries the tasks' annotations: a ``distributed.span`` named after the pipeline on
+every task, so the dashboard groups the run, and ``resources={"GPU": n}`` on GPU-typed tasks.
+
+GPU placement is decided when the graph is handed to a scheduler, not at compile time: the
+annotations are materialised on the scheduler, and GPU-typed tasks ask for the ``GPU`` resource
+only when that scheduler has workers that offer it (so compiling before the cluster starts, or
+on a CPU-only cluster, never strands a task that no worker can run).
 """
 
 from __future__ import annotations
@@ -32,12 +37,18 @@ class RunSpec:
     special_tables: tuple[str, ...]
     scratch: str | None
     on_error: str
+    run_id: str = ""
+    guard: Any = None
+    fingerprint: dict[str, Any] | None = None
+    resume: bool = False
+    notes: tuple[str, ...] = ()
+    zarr_stores: tuple[str, ...] = ()
 
 
 class PipelineExpr(Expr):
     """The expression behind a PipelineGraph: a fixed set of tasks and one result key."""
 
-    _parameters = ["tasks", "result_key", "annotations"]
+    _parameters = ["tasks", "result_key", "span", "gpu_keys", "gpu_amount"]
 
     @property
     def _name(self) -> str:  # the result key is already unique (it carries the token)
@@ -53,7 +64,13 @@ class PipelineExpr(Expr):
         return [self.operand("result_key")]
 
     def __dask_annotations__(self) -> dict[str, dict[Any, Any]]:
-        return self.operand("annotations")
+        span = self.operand("span")
+        annotations: dict[str, dict[Any, Any]] = {"span": {key: span for key in self.operand("tasks")}}
+        gpu_keys = self.operand("gpu_keys")
+        if gpu_keys and scheduler_has_gpu_workers():
+            amount = {"GPU": self.operand("gpu_amount")}
+            annotations["resources"] = {key: amount for key in gpu_keys}
+        return annotations
 
     def dependencies(self) -> list:
         return []
@@ -69,19 +86,19 @@ class PipelineGraph(DaskMethodsMixin):
         self,
         tasks: dict[Any, Any],
         result_key: str,
-        resources: dict[Any, dict[str, float]],
         span: dict[str, tuple[str, ...]],
         spec: RunSpec,
+        gpu_keys: frozenset[Any] = frozenset(),
+        gpu_amount: float = 1.0,
         planned_intermediate_bytes: int = 0,
         scratch_backend: str | None = None,
     ) -> None:
-        annotations: dict[str, dict[Any, Any]] = {"span": {key: span for key in tasks}}
-        if resources:
-            annotations["resources"] = dict(resources)
-        self.expr = PipelineExpr(tasks, result_key, annotations)
+        self.expr = PipelineExpr(tasks, result_key, span, frozenset(gpu_keys), gpu_amount)
         self.tasks = tasks
         self.result_key = result_key
-        self.resources = resources
+        self.gpu_keys = frozenset(gpu_keys)
+        """Keys of the tasks that run a GPU-capable memory type (they ask for ``GPU`` where workers offer it)."""
+        self.gpu_amount = gpu_amount
         self.span = span
         self.spec = spec
         self.planned_intermediate_bytes = planned_intermediate_bytes
@@ -104,8 +121,9 @@ class PipelineGraph(DaskMethodsMixin):
         return self._rebuild, ()
 
     def _rebuild(self, dsk: dict, *args: Any, rename: dict | None = None) -> PipelineGraph:
-        return PipelineGraph(dict(dsk), self.result_key, {}, self.span, self.spec,
-                             self.planned_intermediate_bytes, self.scratch_backend)
+        return PipelineGraph(dict(dsk), self.result_key, self.span, self.spec,
+                             planned_intermediate_bytes=self.planned_intermediate_bytes,
+                             scratch_backend=self.scratch_backend)
 
     # -- inspection ------------------------------------------------------------------------
     @property
@@ -125,6 +143,23 @@ class PipelineGraph(DaskMethodsMixin):
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in self.task_counts().items())
         return f"<PipelineGraph {self.spec.name!r}: {len(self.tasks)} tasks ({counts}) → {self.spec.output}>"
+
+
+def scheduler_has_gpu_workers() -> bool:
+    """Whether the scheduler materialising a graph (in this process) has workers offering ``GPU``.
+
+    Annotations are materialised in the scheduler's process; with no scheduler here (the
+    threaded or synchronous scheduler), resources mean nothing and none are asked for.
+    """
+    try:
+        from distributed.scheduler import Scheduler
+    except ImportError:
+        return False
+    for scheduler in list(Scheduler._instances):
+        workers = getattr(scheduler, "workers", {}) or {}
+        if any(ws.resources.get("GPU", 0) > 0 for ws in list(workers.values())):
+            return True
+    return False
 
 
 def _first(results: Any) -> Any:

@@ -14,23 +14,20 @@ An output directory holds::
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hcsgraph.config import GlobalPipelineConfig, MaterializationBackend, MemoryType
+from hcsgraph.config import GlobalPipelineConfig, MaterializationBackend, MemoryType, ZarrChunkStrategy
 from hcsgraph.pipeline import tasks as T
 from hcsgraph.pipeline.errors import PipelineCompileError
+from hcsgraph.pipeline.planes import PlaneId, well_sort_key
 
 if TYPE_CHECKING:
     from hcsgraph.pipeline.step import Pipeline
-
-PlaneId = tuple[str, int, int, int, int]
 
 ZARR_STORE = "plate.ome.zarr"
 TIFF_DIR = "images"
@@ -48,15 +45,18 @@ class WriteRequest:
     ctx: T.GroupContext
     dtype: np.dtype
     name: str
+    labels: bool = False
 
 
 class OutputLayout:
     """Paths of one output (the run's, or a step's own ``materialize`` directory)."""
 
-    def __init__(self, root: str, backend: MaterializationBackend, n_levels: int = 1) -> None:
+    def __init__(self, root: str, backend: MaterializationBackend, n_levels: int = 1,
+                 chunk_strategy: ZarrChunkStrategy | str = ZarrChunkStrategy.ADAPTIVE) -> None:
         self.root = root
         self.backend = MaterializationBackend(backend)
         self.n_levels = n_levels
+        self.chunk_strategy = ZarrChunkStrategy(chunk_strategy)
         self.subs: dict[str, OutputLayout] = {}
         self.requests: list[WriteRequest] = []
         self._fields: dict[int, int] = {}
@@ -107,7 +107,7 @@ class OutputLayout:
         """The layout of a step's own output directory."""
         existing = self.subs.get(sub_dir)
         if existing is None:
-            existing = OutputLayout(os.path.join(self.root, sub_dir), backend, self.n_levels)
+            existing = OutputLayout(os.path.join(self.root, sub_dir), backend, self.n_levels, self.chunk_strategy)
             self.subs[sub_dir] = existing
         elif existing.backend is not MaterializationBackend(backend):
             raise PipelineCompileError(f"two steps materialise to {sub_dir!r} with different backends")
@@ -125,18 +125,6 @@ class OutputLayout:
         names = [ZARR_STORE, TIFF_DIR, MANIFEST, STATE_DIR]
         names += [s.materialize.sub_dir for s in pipeline.steps if s.materialize is not None]
         return [n for n in names if os.path.lexists(os.path.join(self.root, n))]
-
-    def remove_artifacts(self, pipeline: Pipeline) -> None:
-        """Delete an earlier run's results (only what a run writes, never other files)."""
-        if self.inline_zarr:
-            shutil.rmtree(self.root)
-            return
-        for name in self.existing_artifacts(pipeline):
-            path = os.path.join(self.root, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
 
     def completed_wells(self) -> set[str]:
         """Wells an earlier run marked complete."""
@@ -156,9 +144,44 @@ class OutputLayout:
 
     # -- planning --------------------------------------------------------------------------
     def request(self, source_key: Any, members: list[PlaneId], source_type: MemoryType, ctx: T.GroupContext,
-                dtype: np.dtype, name: str) -> None:
-        """Ask for a group's stack to be written here."""
-        self.requests.append(WriteRequest(source_key, list(members), source_type, ctx, np.dtype(dtype), name))
+                dtype: np.dtype, name: str, labels: bool = False) -> None:
+        """Ask for a group's stack to be written here (``labels``: downsample by nearest, not mean)."""
+        self.requests.append(WriteRequest(source_key, list(members), source_type, ctx, np.dtype(dtype), name,
+                                          labels))
+
+    @property
+    def labels(self) -> bool:
+        """Whether this output holds labels or masks (pyramids by nearest, never by mean)."""
+        return any(r.labels for r in self.requests)
+
+    def write_units(self) -> list[list[WriteRequest]]:
+        """The requests grouped so that every chunk or shard file has exactly one writer.
+
+        Requests whose planes share a chunk (a z-stack with the FIELD strategy, a whole field with
+        WELL) go to one write task; with ADAPTIVE chunking and TIFF output each request is its own.
+        """
+        from hcsgraph.io.chunking import chunk_owner
+
+        parent = list(range(len(self.requests)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        if self.backend is MaterializationBackend.ZARR:
+            owners: dict[tuple[Any, ...], int] = {}
+            for i, request in enumerate(self.requests):
+                for p in request.members:
+                    target = self.target(p)
+                    owner = (p[0], target.field, *chunk_owner(self.chunk_strategy, target.t, target.c, target.z))
+                    j = owners.setdefault(owner, i)
+                    parent[find(i)] = find(j)
+        units: dict[int, list[WriteRequest]] = {}
+        for i, request in enumerate(self.requests):
+            units.setdefault(find(i), []).append(request)
+        return list(units.values())
 
     def plan(self, index: Any) -> None:
         """Fix the field/channel/z/t indices of every requested plane."""
@@ -216,13 +239,6 @@ class OutputLayout:
             overwrite=True,
         )
 
-
-@functools.lru_cache(maxsize=4096)
-def well_sort_key(well: str) -> tuple[int, str, int]:
-    """Plate order: A01, A02, ..., B01, ..., AA01 (row letters, then column number)."""
-    letters = "".join(ch for ch in well if ch.isalpha())
-    digits = "".join(ch for ch in well if ch.isdigit())
-    return (len(letters), letters, int(digits or 0))
 
 
 def _positions(values: Any) -> dict[int, int]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from hcsgraph.io.atomic import write_json_atomic, write_text_atomic
 from hcsgraph.pipeline.errors import StepExecutionError
-from hcsgraph.pipeline.tasks import WellStatus, write_json_atomic
+from hcsgraph.pipeline.tasks import WellStatus
 
 _VERSIONED = ("hcsgraph", "dask", "distributed", "numpy", "zarr", "tifffile", "scipy", "skimage", "pandas",
               "torch", "jax", "tensorflow", "pyclesperanto_prototype", "pyclesperanto", "cupy")
@@ -33,6 +35,7 @@ class RunResult:
         recoveries: GPU out-of-memory recoveries counted by ``"<framework>:<action>"``.
         timings: seconds per well and step (summed over the well's groups).
         manifest: path of ``run.json``.
+        notes: what the run decided on its own (e.g. a lossless dtype promotion of some channels).
     """
 
     output: str
@@ -45,6 +48,7 @@ class RunResult:
     recoveries: dict[str, int]
     timings: pd.DataFrame
     manifest: str
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -86,17 +90,36 @@ def _versions() -> dict[str, str]:
 
 
 def finalize_run(spec: Any, statuses: list[WellStatus]) -> RunResult:
-    """The last task: assemble the result, write the plate-wide tables and the manifest."""
+    """The last task: assemble the result, write the plate-wide tables and the manifest.
+
+    With ``resume`` the tables and the manifest hold every well: those of the earlier run that
+    were kept, and those of this one. The output's lock is released at the end.
+    """
+    if spec.guard is not None:
+        spec.guard.check()
+    try:
+        return _finalize(spec, statuses)
+    finally:
+        if spec.guard is not None:
+            spec.guard.release()
+
+
+def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
     by_well = {s.well: s for s in statuses}
+    earlier = _earlier_run(spec) if spec.resume else {}
+    earlier_rows = {r.get("well"): r for r in earlier.get("wells", []) if isinstance(r, dict)}
     rows = []
     timing_rows = []
     failures: list[dict[str, Any]] = []
     specials: dict[str, list[dict[str, Any]]] = {name: [] for name in spec.special_tables}
     materialized: dict[str, list[str]] = {}
     recoveries: Counter = Counter()
+    windows: dict[str, dict[int, tuple[float, float]]] = {}
     for well in spec.wells:
         if well in spec.skipped:
-            rows.append({"well": well, "status": "skipped", "planes": 0, "seconds": 0.0, "error": ""})
+            before = earlier_rows.get(well, {})
+            rows.append({"well": well, "status": "skipped", "planes": int(before.get("planes", 0) or 0),
+                         "seconds": 0.0, "error": ""})
             continue
         status = by_well[well]
         rows.append({
@@ -114,21 +137,33 @@ def finalize_run(spec: Any, statuses: list[WellStatus]) -> RunResult:
         for name, paths in status.materialized.items():
             materialized.setdefault(name, []).extend(paths)
         recoveries.update(f"{kind}:{action}" for kind, action in status.recoveries)
+        for store, c, lo, hi in status.windows:
+            old = windows.setdefault(store, {}).get(c)
+            windows[store][c] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
     tables = {name: pd.DataFrame(r) for name, r in specials.items()}
+    if spec.resume:
+        tables = _merge_earlier_tables(spec, tables, earlier)
     for name, table in tables.items():
         if len(table):
-            path = os.path.join(spec.output, f"{name}.csv")
-            _write_text_atomic(path, table.to_csv(index=False))
+            write_text_atomic(os.path.join(spec.output, f"{name}.csv"), table.to_csv(index=False))
+    for store, by_channel in windows.items():
+        from hcsgraph.io.omezarr import set_channel_windows
+
+        set_channel_windows(store, by_channel, merge=spec.resume)
     wells = pd.DataFrame(rows, columns=["well", "status", "planes", "seconds", "error"])
     manifest = os.path.join(spec.output, "run.json")
     write_json_atomic(manifest, {
         "pipeline": spec.pipeline,
         "config": spec.config,
+        "run_id": spec.run_id,
+        "fingerprint": spec.fingerprint,
         "output": {"directory": spec.output, "images": spec.image_store, "backend": spec.backend},
         "versions": _versions(),
         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "on_error": spec.on_error,
+        "resumed": bool(spec.resume),
+        "notes": list(spec.notes),
         "wells": rows,
         "failures": failures,
         "special_outputs": {name: f"{name}.csv" for name, t in tables.items() if len(t)},
@@ -150,15 +185,39 @@ def finalize_run(spec: Any, statuses: list[WellStatus]) -> RunResult:
         recoveries=dict(recoveries),
         timings=pd.DataFrame(timing_rows, columns=["well", "step", "seconds"]),
         manifest=manifest,
+        notes=list(spec.notes),
     )
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+def _earlier_run(spec: Any) -> dict[str, Any]:
+    """The manifest of the run this one resumes (empty when there is none)."""
+    try:
+        with open(os.path.join(spec.output, "run.json"), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _merge_earlier_tables(spec: Any, tables: dict[str, pd.DataFrame], earlier: dict[str, Any]
+                          ) -> dict[str, pd.DataFrame]:
+    """Each table with the earlier run's rows of the wells this run kept (skipped)."""
+    kept = set(spec.skipped)
+    names = set(tables) | set((earlier.get("special_outputs") or {}))
+    out = {}
+    for name in sorted(names):
+        table = tables.get(name, pd.DataFrame())
+        path = os.path.join(spec.output, f"{name}.csv")
+        if kept and os.path.exists(path):
+            before = pd.read_csv(path, dtype={"well": str, "group": str})
+            before = before[before["well"].isin(kept)] if "well" in before else before.iloc[0:0]
+            if len(before):
+                table = pd.concat([before, table], ignore_index=True) if len(table) else before
+                order = {w: i for i, w in enumerate(spec.wells)}
+                rank = table["well"].map(order).fillna(len(order))
+                table = table.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
+        out[name] = table
+    return out
 
 
 __all__ = ["RunResult", "finalize_run"]

@@ -87,7 +87,8 @@ class FunctionStep:
         materialize: also write this step's output under a directory of its own.
         output_dtype: the dtype of the step's output: the result is cast to it when that loses
             nothing (uint16 → int32, say); a lossy cast is an error naming the step.
-        allow_cpu_fallback: a GPU step may run its CPU version when the GPU fails or is absent.
+        allow_cpu_fallback: a GPU step may run its CPU version when the GPU fails or is absent
+            (None: ``GPUConfig.cpu_fallback`` of the run's config decides).
         **kwargs: keyword arguments for the function.
     """
 
@@ -101,7 +102,7 @@ class FunctionStep:
         memory_type: MemoryType | str | None = None,
         materialize: StepMaterializationConfig | None = None,
         output_dtype: Any = None,
-        allow_cpu_fallback: bool = True,
+        allow_cpu_fallback: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(variable_components, str):
@@ -203,16 +204,26 @@ class Pipeline:
         for i, step in enumerate(self.steps):
             if not isinstance(step, FunctionStep):
                 raise PipelineCompileError(f"steps[{i}] is a {type(step).__name__}, not a FunctionStep")
-        seen: dict[str, int] = {}
-        for step in self.steps:
-            count = seen.get(step.name, 0)
-            seen[step.name] = count + 1
-            if count:
-                step.name = f"{step.name}_{count + 1}"
         if not name or not isinstance(name, str):
             raise PipelineCompileError(f"Pipeline name must be a non-empty string, got {name!r}")
         self.name = name
         self.config = config
+
+    @property
+    def step_names(self) -> list[str]:
+        """Each step's name in this pipeline, made unique (``gaussian_filter``, ``gaussian_filter_2``).
+
+        The steps themselves are never renamed: one step object may appear twice, or in several
+        pipelines.
+        """
+        names: list[str] = []
+        for step in self.steps:
+            name, n = step.name, 1
+            while name in names:
+                n += 1
+                name = f"{step.name}_{n}"
+            names.append(name)
+        return names
 
     def compile(
         self,
@@ -237,10 +248,11 @@ class Pipeline:
 
     def spec(self) -> dict[str, Any]:
         """A JSON-friendly description for the run manifest."""
-        return {"name": self.name, "steps": [s.spec() for s in self.steps]}
+        return {"name": self.name,
+                "steps": [{**s.spec(), "name": n} for s, n in zip(self.steps, self.step_names, strict=True)]}
 
     def __repr__(self) -> str:
-        return f"Pipeline(name={self.name!r}, steps={[s.name for s in self.steps]!r})"
+        return f"Pipeline(name={self.name!r}, steps={self.step_names!r})"
 
     def __len__(self) -> int:
         return len(self.steps)

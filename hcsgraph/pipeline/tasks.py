@@ -7,8 +7,7 @@ never through the client. Under ``on_error="continue"`` a failing task returns a
 
 from __future__ import annotations
 
-import json
-import os
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from hcsgraph.config import MemoryType, OnError
 from hcsgraph.memory import convert_to  # importing hcsgraph.memory registers dask.sizeof on workers
 from hcsgraph.pipeline.contracts import get_special_inputs, get_special_outputs
 from hcsgraph.pipeline.errors import StepExecutionError
+from hcsgraph.pipeline.guard import RunGuard
 
 
 @dataclass
@@ -93,34 +93,37 @@ def _first_failure(values: Any) -> Failure | None:
 # load
 
 
-def load_group(ctx: GroupContext, paths: tuple[str, ...]) -> StepOutput | Failure:
-    """Read the group's planes from the plate and stack them as numpy ``[Z, Y, X]``.
+def load_group(ctx: GroupContext, paths: tuple[str, ...], dtype: str, yx: tuple[int, ...]) -> StepOutput | Failure:
+    """Read the group's planes from the plate into one numpy ``[Z, Y, X]`` stack of the plate's dtype.
 
-    Planes are read straight into the stack when they share the first plane's shape and dtype.
+    A plane of another shape, or of a dtype that does not fit the plate's without loss, is a
+    failure naming its file.
     """
     from hcsgraph.plate.reader import read_plane
 
     start = time.perf_counter()
-    stack: np.ndarray | None = None
+    if not paths:
+        return _fail(ctx, ValueError("the group has no images"))
+    stack = np.empty((len(paths), *yx), dtype=np.dtype(dtype))
     for index, path in enumerate(paths):
-        view = None if stack is None else stack[index]
+        view = stack[index]
         try:
             plane = read_plane(path, out=view)
+            if plane is not view:
+                _fit_plane(plane, view, path)
         except Exception as exc:  # noqa: BLE001 - reported with the file, well and step
             return _fail(ctx, exc, (path,))
-        if stack is None:
-            stack = np.empty((len(paths), *plane.shape), dtype=plane.dtype)
-        elif plane.shape != stack.shape[1:]:
-            return _fail(ctx, ValueError(
-                f"images of one group differ in shape: {paths[0]} is {stack.shape[1:]}, {path} is {plane.shape}"),
-                (paths[0], path))
-        elif plane.dtype != stack.dtype:
-            stack = stack.astype(np.result_type(stack.dtype, plane.dtype))
-        if plane is not view:
-            stack[index] = plane
-    if stack is None:
-        return _fail(ctx, ValueError("the group has no images"))
     return StepOutput(stack, timings={ctx.step: time.perf_counter() - start})
+
+
+def _fit_plane(plane: np.ndarray, out: np.ndarray, path: str) -> None:
+    """Copy ``plane`` into ``out``, or raise an error naming the file when it does not fit."""
+    plane = np.asarray(plane)
+    if plane.shape != out.shape:
+        raise ValueError(f"{path}: image of shape {plane.shape}, the plate's images are {out.shape}")
+    if plane.dtype != out.dtype and not np.can_cast(plane.dtype, out.dtype, casting="safe"):
+        raise ValueError(f"{path}: image of dtype {plane.dtype}, the plate's images are {out.dtype}")
+    out[...] = plane
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,8 +150,8 @@ def convert_task(ctx: GroupContext, data: Any, target: MemoryType) -> StepOutput
     start = time.perf_counter()
     try:
         gpu_id = _device_id()
-        stack = convert_to(_stack_of(data), target, gpu_id)
-        _synchronize(target)
+        with _stream(target, gpu_id):
+            stack = convert_to(_stack_of(data), target, gpu_id)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings = dict(data.timings)
@@ -167,7 +170,9 @@ def regroup_task(
         from hcsgraph.memory import stack_slices
 
         host = [convert_to(_stack_of(s), MemoryType.NUMPY) for s in sources]
-        stack = stack_slices([host[i][z] for i, z in picks], target, _device_id())
+        device = _device_id()
+        with _stream(target, device):
+            stack = stack_slices([host[i][z] for i, z in picks], target, device)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings: dict[str, float] = {}
@@ -185,11 +190,16 @@ def _device_id() -> int | None:
     return current_device()
 
 
-def _synchronize(memory_type: MemoryType) -> None:
-    if memory_type in (MemoryType.CUPY, MemoryType.TORCH):
-        from hcsgraph.gpu.streams import synchronize_stream
+_STREAM_TYPES = (MemoryType.CUPY, MemoryType.TORCH)
 
-        synchronize_stream(memory_type)
+
+def _stream(memory_type: MemoryType, device: int | None) -> Any:
+    """This thread's CUDA stream for a cupy or torch body (synchronised on exit); a no-op otherwise."""
+    if memory_type not in _STREAM_TYPES:
+        return contextlib.nullcontext()
+    from hcsgraph.gpu.streams import task_stream
+
+    return task_stream(memory_type, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,13 +296,16 @@ def _call_function(
     args.update({name: specials_in[name] for name in wanted})
     in_type = getattr(func, "input_memory_type", MemoryType.NUMPY)
     in_type = MemoryType(in_type)
-    stack = convert_to(stack, in_type, device)
+    with _stream(in_type, device):
+        stack = convert_to(stack, in_type, device)
     recoveries: list[tuple[str, str]] = []
-    if in_type is MemoryType.NUMPY or not call.oom_recovery or not getattr(func, "oom_recovery", True):
+    if in_type is MemoryType.NUMPY:
         result = func(stack, **args)
+    elif not call.oom_recovery or not getattr(func, "oom_recovery", True):
+        with _stream(in_type, device):
+            result = func(stack, **args)
     else:
         from hcsgraph.gpu.oom import run_with_oom_recovery
-        from hcsgraph.gpu.streams import task_stream
 
         cpu_func = None
         if cpu_twin is not None:
@@ -302,7 +315,7 @@ def _call_function(
                 return twin(convert_to(host_stack, MemoryType.NUMPY), **{**twin_kwargs, **{
                     n: specials_in[n] for n in get_special_inputs(twin)}})
 
-        with task_stream(in_type, device):
+        with _stream(in_type, device):
             result, recs = run_with_oom_recovery(
                 func,
                 stack,
@@ -386,6 +399,7 @@ class Materialize(ShippedByValue):
 
     func: Callable[..., str]
     path: str
+    guard: RunGuard | None = None
 
 
 def materialize_special(ctx: GroupContext, value: Any, job: Materialize) -> Any:
@@ -395,6 +409,8 @@ def materialize_special(ctx: GroupContext, value: Any, job: Materialize) -> Any:
     from hcsgraph.io import FileManager
 
     try:
+        if job.guard is not None:
+            job.guard.check()
         return job.func(value, job.path, FileManager())
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
@@ -417,57 +433,114 @@ class PlaneTarget:
 
 @dataclass(frozen=True)
 class WriteSpec:
-    """How a group's final stack is written."""
+    """How the final stacks of one chunk owner's groups are written.
+
+    ``picks[i] = (source, slice)``: plane ``targets[i]`` is slice ``slice`` of source stack
+    ``source`` (the write task's arguments after the spec, in order).
+    """
 
     backend: str  # "zarr" or "disk"
     store: str
     targets: tuple[PlaneTarget, ...]
     dtype: str
     n_levels: int = 1
+    picks: tuple[tuple[int, int], ...] = ()
+    downsample: str = "mean"
+    guard: RunGuard | None = None
 
 
 @dataclass(frozen=True)
 class WriteReceipt:
-    """What a write task wrote, and how long each step took for its group."""
+    """What a write task wrote, how long each step took, and the value range per channel."""
 
     planes: int
     timings: dict[str, float]
     recoveries: tuple[tuple[str, str], ...]
+    store: str = ""
+    windows: tuple[tuple[int, float, float], ...] = ()  # (channel index, min, max)
 
 
-def write_group(ctx: GroupContext, spec: WriteSpec, data: Any) -> WriteReceipt | Failure:
-    """Write a group's final stack straight to the output store."""
-    if isinstance(data, Failure):
-        return data
+def write_group(ctx: GroupContext, spec: WriteSpec, *sources: Any) -> WriteReceipt | Failure:
+    """Write the final stacks of one chunk owner's groups straight to the output store."""
+    failed = _first_failure(sources)
+    if failed is not None:
+        return failed
     start = time.perf_counter()
     try:
-        stack = np.asarray(convert_to(_stack_of(data), MemoryType.NUMPY))
-        if stack.dtype != np.dtype(spec.dtype):
-            raise StepExecutionError(
-                ctx.step,
-                ctx.well,
-                f"the final stack is {stack.dtype} but the output was planned as {spec.dtype}; "
-                "set output_dtype= on the last step that changes the dtype",
-                group=ctx.group,
-            )
+        stacks = [_final_stack(ctx, spec, data) for data in sources]
+        picks = spec.picks or tuple((0, i) for i in range(len(spec.targets)))
+        planes = [stacks[s][i] for s, i in picks]
+        if spec.guard is not None:
+            spec.guard.check()
         if spec.backend == "zarr":
-            from hcsgraph.io.omezarr import write_plane
-
-            arrays: dict = {}
-            for target, plane in zip(spec.targets, stack, strict=True):
-                write_plane(spec.store, ctx.well, target.field, target.t, target.c, target.z, plane,
-                            n_levels=spec.n_levels, arrays=arrays)
+            _write_zarr(ctx, spec, planes)
         else:
             from hcsgraph.io import FileManager
 
             fm = FileManager()
-            for target, plane in zip(spec.targets, stack, strict=True):
+            for target, plane in zip(spec.targets, planes, strict=True):
                 fm.save_array(np.ascontiguousarray(plane), target.tiff_path, "disk", overwrite=True)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
-    timings = dict(data.timings)
+    timings: dict[str, float] = {}
+    recoveries: list[tuple[str, str]] = []
+    for data in sources:
+        for step, seconds in data.timings.items():
+            timings[step] = timings.get(step, 0.0) + seconds
+        recoveries.extend(getattr(data, "recoveries", ()))
     timings["write"] = timings.get("write", 0.0) + time.perf_counter() - start
-    return WriteReceipt(len(spec.targets), timings, tuple(getattr(data, "recoveries", ())))
+    return WriteReceipt(len(spec.targets), timings, tuple(recoveries), spec.store, _windows(spec, planes))
+
+
+def _final_stack(ctx: GroupContext, spec: WriteSpec, data: Any) -> np.ndarray:
+    """A source's stack as host numpy of the output dtype (a lossless promotion at most)."""
+    stack = np.asarray(convert_to(_stack_of(data), MemoryType.NUMPY))
+    dtype = np.dtype(spec.dtype)
+    if stack.dtype == dtype:
+        return stack
+    if np.can_cast(stack.dtype, dtype, casting="safe"):
+        return stack.astype(dtype)
+    raise StepExecutionError(
+        ctx.step,
+        ctx.well,
+        f"the final stack is {stack.dtype} but the output was planned as {spec.dtype}; "
+        "set output_dtype= on the last step that changes the dtype",
+        group=ctx.group,
+    )
+
+
+def _write_zarr(ctx: GroupContext, spec: WriteSpec, planes: list[np.ndarray]) -> None:
+    """Every plane of a field in one call, so that a chunk shared by planes is written once."""
+    from hcsgraph.io.omezarr import write_planes
+
+    by_field: dict[int, list[int]] = {}
+    for i, target in enumerate(spec.targets):
+        by_field.setdefault(target.field, []).append(i)
+    arrays: dict = {}
+    for field_index, items in by_field.items():
+        data = np.stack([planes[i] for i in items])
+        where = [(spec.targets[i].t, spec.targets[i].c, spec.targets[i].z) for i in items]
+        write_planes(spec.store, ctx.well, field_index, where, data, n_levels=spec.n_levels,
+                     downsample=spec.downsample, arrays=arrays)
+
+
+def _windows(spec: WriteSpec, planes: list[np.ndarray]) -> tuple[tuple[int, float, float], ...]:
+    """Min and max of what was written, per output channel (for the viewer's contrast window)."""
+    if spec.backend != "zarr":
+        return ()
+    ranges: dict[int, tuple[float, float]] = {}
+    for target, plane in zip(spec.targets, planes, strict=True):
+        if plane.size == 0:
+            continue
+        lo, hi = float(plane.min()), float(plane.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            finite = plane[np.isfinite(plane)]
+            if finite.size == 0:
+                continue
+            lo, hi = float(finite.min()), float(finite.max())
+        old = ranges.get(target.c)
+        ranges[target.c] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+    return tuple((c, lo, hi) for c, (lo, hi) in sorted(ranges.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,11 +559,13 @@ class WellStatus:
     specials: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
     materialized: dict[str, list[str]] = field(default_factory=dict)
     recoveries: list[tuple[str, str]] = field(default_factory=list)
+    windows: list[tuple[str, int, float, float]] = field(default_factory=list)
 
 
 def finalize_well(
     ctx: GroupContext,
     marker_path: str,
+    guard: RunGuard | None,
     receipts: list[Any],
     specials: list[tuple[str, str, Any]],
     materialized: list[tuple[str, Any]],
@@ -509,6 +584,8 @@ def finalize_well(
             status.recoveries.extend(receipt.recoveries)
             for step, seconds in receipt.timings.items():
                 status.seconds[step] = status.seconds.get(step, 0.0) + seconds
+            for c, lo, hi in receipt.windows:
+                status.windows.append((receipt.store, c, lo, hi))
     for name, group, value in specials:
         if not isinstance(value, Failure):
             status.specials.setdefault(name, []).append((group, value))
@@ -516,14 +593,9 @@ def finalize_well(
         if not isinstance(path, Failure):
             status.materialized.setdefault(name, []).append(str(path))
     if status.status == "complete":
+        from hcsgraph.io.atomic import write_json_atomic
+
+        if guard is not None:
+            guard.check()
         write_json_atomic(marker_path, {"well": ctx.well, "status": "complete", "planes": status.planes})
     return status
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)

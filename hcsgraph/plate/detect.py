@@ -10,6 +10,8 @@ from pathlib import Path
 from hcsgraph.plate import imagexpress, omezarr, operaphenix
 from hcsgraph.plate import pattern as pattern_layout
 from hcsgraph.plate.index import PlateIndex, PlateLayoutError
+from hcsgraph.plate.problems import summarize
+from hcsgraph.plate.scan import scan_files
 
 LOOKED_FOR = (
     "an OME-Zarr HCS plate (zarr.json or .zattrs with 'plate' metadata), "
@@ -30,14 +32,22 @@ def open_plate(path: str | os.PathLike, pattern: str | re.Pattern | None = None)
     if not root.is_dir():
         raise PlateLayoutError(f"{root} is a file; open_plate expects the plate's directory (or .zarr group)")
     root = root.resolve()
-    if pattern is not None:
-        return pattern_layout.parse(root, pattern)
-    if omezarr.looks_like(root):
-        return omezarr.parse(root)
-    if operaphenix.looks_like(root):
-        return operaphenix.parse(root)
-    if imagexpress.looks_like(root):
-        return imagexpress.parse(root)
-    raise PlateLayoutError(f"no plate layout recognised in {root}: looked for {LOOKED_FOR}; "
-                           "for another layout pass pattern=<regex with named groups well, site, channel, z, t>")
+    index = _parse(root, pattern)
+    index.probe_images()
+    return index
 
+
+def _parse(root: Path, pattern: str | re.Pattern | None) -> PlateIndex:
+    if pattern is None and omezarr.looks_like(root):
+        return omezarr.parse(root)
+    scan = scan_files(root)
+    if pattern is not None:
+        return pattern_layout.parse(root, pattern, scan)
+    if operaphenix.looks_like(root):
+        return operaphenix.parse(root, scan)
+    if imagexpress.looks_like(root, scan):
+        return imagexpress.parse(root, scan)
+    found = "; ".join(summarize(scan.problems))
+    raise PlateLayoutError(f"no plate layout recognised in {root}: looked for {LOOKED_FOR}; "
+                           "for another layout pass pattern=<regex with named groups well, site, channel, z, t>"
+                           + (f" (while listing the folder: {found})" if found else ""))

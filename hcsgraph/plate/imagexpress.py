@@ -1,9 +1,16 @@
 """ImageXpress (MetaXpress) plates: an ``.HTD`` file and names like ``Plate_A01_s1_w2_z003_t001.tif``.
 
 Handled: the ``.HTD`` keys (wavelength names, well and site selection, z-steps, time points); an optional
-plate-name prefix; ``_s`` (site), ``_w`` (wavelength, optionally followed by a GUID), ``_z`` and ``_t``
-tokens, each optional (a missing token means 1); ``TimePoint_N`` and ``ZStep_N`` folders; ``_thumb``
-thumbnails are skipped.
+plate-name prefix, separated from the well by ``_``; the well (upper-case row ``A``..``Z`` or
+``AA``..``AF`` and a two-digit column); ``_s`` (site), ``_w`` (wavelength), ``_z`` and ``_t`` tokens,
+each optional (a missing token means 1); a MetaXpress GUID right before the extension (after the
+wavelength, or after the well or site in single-wavelength exports: ``Plate1_C03<GUID>.tif``);
+``TimePoint_N`` and ``ZStep_N`` folders; ``_thumb`` thumbnails are skipped.
+
+A z-series export's ``ZStep_0`` folder holds projections (one per site, channel and time point), not a
+plane of the stack: they are kept out of ``PlateIndex.table`` and listed in ``PlateIndex.projections``
+(z = 0). A plate holding only ``ZStep_0`` images indexes them as its images (z = 1) and says so in
+``PlateIndex.problems``.
 """
 
 from __future__ import annotations
@@ -18,31 +25,39 @@ from hcsgraph.plate.index import (
     find_gaps,
     is_metadata_file,
     row_letter,
-    row_number,
-    walk_files,
 )
+from hcsgraph.plate.problems import PROJECTIONS_ONLY, PlateProblem
+from hcsgraph.plate.scan import FileScan, scan_files
 
 NAME = "imagexpress"
 
+GUID = r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"
 FILE_RE = re.compile(
-    r"^(?:(?P<prefix>.*?)_)??"
-    r"(?P<well>[A-Za-z]{1,2}\d{1,3})"
+    r"^(?:(?P<prefix>.*?)_)??"  # an optional plate name, then '_'
+    r"(?P<well>(?-i:A[A-F]|[A-Z])\d{2})"  # an upper-case well token: A01 .. AF48
     r"(?:_s(?P<site>\d+))?"
-    r"(?:_w(?P<channel>\d+?)(?P<guid>[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4,12})*)?)?"
+    r"(?:_w(?P<channel>\d+))?"
     r"(?:_z(?P<z>\d+))?"
     r"(?:_t(?P<t>\d+))?"
+    rf"(?P<guid>{GUID})?"
     r"\.tiff?$",
     re.IGNORECASE,
 )
 TIMEPOINT_DIR_RE = re.compile(r"^timepoint_(\d+)$", re.IGNORECASE)
 ZSTEP_DIR_RE = re.compile(r"^zstep_(\d+)$", re.IGNORECASE)
-MAX_ROWS, MAX_COLUMNS = 32, 48  # a 1536-well plate: rows A..AF, columns 1..48
+MAX_COLUMNS = 48  # a 1536-well plate: rows A..AF, columns 1..48
 
 
 def find_htd(root: Path) -> Path | None:
     """The plate's ``.HTD`` file in ``root`` or one folder below it (e.g. ``TimePoint_1``), if any."""
-    for directory in (root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))):
-        candidates = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".htd" and p.is_file())
+    def listing(directory: Path) -> list[Path]:
+        try:
+            return sorted(directory.iterdir())
+        except OSError:  # an unreadable folder: the file scan reports it
+            return []
+
+    for directory in (root, *(p for p in listing(root) if p.is_dir() and not p.name.startswith("."))):
+        candidates = [p for p in listing(directory) if p.suffix.lower() == ".htd" and p.is_file()]
         if candidates:
             return candidates[0]
     return None
@@ -102,45 +117,41 @@ def parse_name(name: str) -> dict | None:
     if "_thumb" in name.lower():
         return None
     match = FILE_RE.match(name)
-    if match is None:
+    if match is None or not 1 <= int(match["well"][-2:]) <= MAX_COLUMNS:
         return None
     return match.groupdict()
 
 
-def looks_like(root: Path) -> bool:
-    """True when ``root`` has an ``.HTD`` file, or most of its TIFFs have ImageXpress names with _s or _w."""
+def looks_like(root: Path, scan: FileScan | None = None) -> bool:
+    """True when ``root`` has an ``.HTD`` file, or most of its TIFFs have ImageXpress names (_s, _w or a GUID)."""
     if find_htd(root) is not None:
         return True
-    tiffs = [f.rsplit("/", 1)[-1] for f in walk_files(str(root)) if f.lower().endswith((".tif", ".tiff"))]
+    files = (scan or scan_files(root)).files
+    tiffs = [f.rsplit("/", 1)[-1] for f in files if f.lower().endswith((".tif", ".tiff"))]
     if not tiffs:
         return False
     hits = 0
     for name in tiffs:
         parts = parse_name(name)
-        hits += parts is not None and (parts["site"] is not None or parts["channel"] is not None)
+        hits += parts is not None and any(parts[k] is not None for k in ("site", "channel", "guid"))
     return hits >= 0.5 * len(tiffs)
 
 
-def parse(root: Path) -> PlateIndex:
-    """Index an ImageXpress plate directory."""
+def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
+    """Index an ImageXpress plate directory (``scan``: its files, when already listed)."""
     root = Path(root)
+    scan = scan or scan_files(root)
     htd_path = find_htd(root)
     meta = htd_metadata(parse_htd(htd_path)) if htd_path else None
-    records, unrecognized, prefixes = [], [], set()
-    for rel in walk_files(str(root)):
+    records, projections, unrecognized, prefixes = [], [], [], set()
+    for rel in scan.files:
         directory, _, name = rel.rpartition("/")
-        lower = name.lower()
-        if "_thumb" in lower:
+        if "_thumb" in name.lower():
             continue
         parts = parse_name(name)
         if parts is None:
             if not is_metadata_file(name):
                 unrecognized.append(rel)
-            continue
-        row_part = parts["well"].rstrip("0123456789")
-        column = int(parts["well"][len(row_part):])
-        if row_number(row_part) > MAX_ROWS or not 1 <= column <= MAX_COLUMNS:
-            unrecognized.append(rel)
             continue
         folder_t = folder_z = None
         for folder in directory.split("/") if directory else ():
@@ -150,11 +161,19 @@ def parse(root: Path) -> PlateIndex:
                 folder_z = int(m.group(1))
         site = int(parts["site"]) if parts["site"] else 1
         channel = int(parts["channel"]) if parts["channel"] else 1
-        z = int(parts["z"]) if parts["z"] else (folder_z or 1)
         t = int(parts["t"]) if parts["t"] else (folder_t or 1)
         if parts["prefix"]:
             prefixes.add(parts["prefix"])
+        if parts["z"] is None and folder_z == 0:  # ZStep_0: a projection, not a plane of the stack
+            projections.append((parts["well"], site, channel, 0, t, str(root / rel)))
+            continue
+        z = int(parts["z"]) if parts["z"] else (folder_z or 1)
         records.append((parts["well"], site, channel, z, t, str(root / rel)))
+    problems = list(scan.problems)
+    if not records and projections:
+        problems.append(PlateProblem(PROJECTIONS_ONLY, "ZStep_0", "the plate holds only ZStep_0 projections; "
+                                                                   "they are indexed as its images (z = 1)"))
+        records, projections = [(*r[:3], 1, *r[4:]) for r in projections], []
     table = build_table(records)
     gaps = None
     if meta is not None and not table.empty:
@@ -182,4 +201,6 @@ def parse(root: Path) -> PlateIndex:
         channel_names=meta["channel_names"] if meta else None,
         unrecognized=unrecognized,
         gaps=gaps,
+        problems=problems,
+        projections=build_table(projections),
     )

@@ -7,7 +7,6 @@ Coordinates are 1-based (site, channel, z, t) as microscopes number them; rows a
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,6 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from natsort import natsorted
+
+from hcsgraph.plate.problems import UNRECOGNIZED, PlateProblem, summarize
+from hcsgraph.plate.scan import scan_files
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,10 @@ _WELL_RE = re.compile(r"^([A-Za-z]{1,2})0*(\d{1,3})$")
 
 class PlateLayoutError(ValueError):
     """A directory holds no plate layout that hcsgraph recognises, or its index is invalid."""
+
+
+class DuplicatePlaneError(PlateLayoutError):
+    """Two files map to the same plane (well, site, channel, z, t); the message names both."""
 
 
 def row_letter(index: int) -> str:
@@ -60,13 +66,19 @@ def well_name(row: str | int, column: int) -> str:
     return f"{letters}{int(column):02d}"
 
 
+def empty_table() -> pd.DataFrame:
+    """An index table without rows."""
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("row", "well", "path") else np.int64) for c in COLUMNS})
+
+
 def build_table(records: Iterable[Sequence[Any]]) -> pd.DataFrame:
-    """A sorted index table from ``(well, site, channel, z, t, path)`` records; well names are normalised."""
+    """A sorted index table from ``(well, site, channel, z, t, path)`` records; well names are normalised.
+
+    Two records for the same plane raise :class:`DuplicatePlaneError` naming both files.
+    """
     frame = pd.DataFrame(list(records), columns=["well", "site", "channel", "z", "t", "path"])
     if frame.empty:
-        return pd.DataFrame(
-            {c: pd.Series(dtype=object if c in ("row", "well", "path") else np.int64) for c in COLUMNS}
-        )
+        return empty_table()
     split = {w: split_well(w) for w in frame["well"].unique()}
     frame["row"] = frame["well"].map(lambda w: split[w][0])
     frame["column"] = frame["well"].map(lambda w: split[w][1]).astype(np.int64)
@@ -76,7 +88,24 @@ def build_table(records: Iterable[Sequence[Any]]) -> pd.DataFrame:
     frame["path"] = frame["path"].astype(str)
     frame["_row_n"] = frame["row"].map(row_number)
     frame = frame.sort_values(["_row_n", "column", "site", "t", "channel", "z", "path"], kind="stable")
+    _refuse_duplicates(frame)
     return frame.drop(columns="_row_n")[COLUMNS].reset_index(drop=True)
+
+
+def _refuse_duplicates(frame: pd.DataFrame) -> None:
+    keys = ["well", *DIMENSIONS]
+    repeated = frame[frame.duplicated(keys, keep=False)]
+    if repeated.empty:
+        return
+    clashes = []
+    for plane, group in repeated.groupby(keys, sort=False):
+        well, site, channel, z, t = plane
+        files = " and ".join(group["path"].tolist())
+        clashes.append(f"well {well} site {site} channel {channel} z {z} t {t}: {files}")
+    shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+    raise DuplicatePlaneError(
+        f"{len(clashes)} plane(s) come from more than one file (each plane must come from exactly one file; "
+        f"remove or move the extra copies): {shown}")
 
 
 def find_gaps(
@@ -114,8 +143,14 @@ class PlateIndex:
     ``table`` has the columns row (str), column (int), well ('A01'), site, channel, z, t (1-based ints)
     and path (a file path, or for OME-Zarr input a plane reference ``<array>#t=0,c=1,z=0`` that
     :func:`hcsgraph.plate.reader.read_plane` reads). ``gaps`` lists the planes the layout expected but
-    did not find; ``unrecognized`` the files the parser could not place. Image shape and dtype are
-    read from one file on first access. The object is small and picklable.
+    did not find; ``unrecognized`` the files the parser could not place; ``problems`` every finding
+    (:class:`hcsgraph.plate.problems.PlateProblem`: unrecognised, unreadable or odd files, dangling
+    symlinks, skipped folders, ...). ``projections`` holds planes that are not part of the z-stack (the
+    ``ZStep_0`` projections of an ImageXpress z-series), with the same columns as ``table`` and z = 0.
+    Image shape and dtype come from the instrument metadata where it has them, else from the most
+    common (shape, dtype) over a sample of files (:func:`hcsgraph.plate.probe.probe_images`);
+    :func:`open_plate` decides them at once, a hand-built index on first access. The object is small
+    and picklable.
     """
 
     def __init__(
@@ -131,6 +166,8 @@ class PlateIndex:
         gaps: pd.DataFrame | None = None,
         image_shape: tuple[int, int] | None = None,
         dtype: np.dtype | str | None = None,
+        problems: Sequence[PlateProblem] = (),
+        projections: pd.DataFrame | None = None,
     ) -> None:
         missing = [c for c in COLUMNS if c not in table.columns]
         if missing:
@@ -144,37 +181,61 @@ class PlateIndex:
         self.channel_names = {c: names.get(c, f"channel_{c}") for c in channels} | names
         self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
         self.unrecognized = list(unrecognized)
+        self.problems: list[PlateProblem] = [PlateProblem(UNRECOGNIZED, f) for f in self.unrecognized]
+        self.problems += list(problems)
         self.gaps = find_gaps(self.table) if gaps is None else gaps.reset_index(drop=True)
+        self.projections = empty_table() if projections is None else projections[COLUMNS].reset_index(drop=True)
         self._image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
         self._dtype = None if dtype is None else np.dtype(dtype)
+        self._probed = self._image_shape is not None and self._dtype is not None
+        self._probe_error: str | None = None
         if self.unrecognized:
             shown = ", ".join(self.unrecognized[:5]) + (" ..." if len(self.unrecognized) > 5 else "")
             log.warning("%s: %d file(s) not recognised as %s images: %s",
                         self.root, len(self.unrecognized), source_format, shown)
+        self._log_problems([p for p in self.problems if p.kind != UNRECOGNIZED])
         if len(self.gaps):
             log.warning("%s: %d expected plane(s) missing (see PlateIndex.gaps)", self.root, len(self.gaps))
 
-    # -- lazy image properties -------------------------------------------------------------
-    def _read_info(self) -> None:
-        from hcsgraph.plate.reader import plane_info
+    def _log_problems(self, problems: list[PlateProblem]) -> None:
+        for line in summarize(problems):
+            log.warning("%s: %s (see PlateIndex.problems)", self.root, line)
 
-        if self.table.empty:
-            raise PlateLayoutError(f"plate {self.root} has no images to read a shape from")
-        self._image_shape, self._dtype = plane_info(self.table["path"].iloc[0])
+    # -- image shape and dtype -------------------------------------------------------------
+    def probe_images(self) -> None:
+        """Decide the image shape and dtype now (metadata, else a sample of files); adds to ``problems``.
+
+        :func:`open_plate` calls it; it runs once. Never raises: an undecidable shape raises on access.
+        """
+        if self._probed:
+            return
+        from hcsgraph.plate.probe import probe_images
+
+        paths = self.table["path"].tolist() or self.projections["path"].tolist()
+        info = probe_images(paths, shape=self._image_shape, dtype=self._dtype, relative_to=self.root)
+        self._probed = True
+        self._image_shape, self._dtype, self._probe_error = info.shape, info.dtype, info.error
+        self.problems += info.problems
+        self._log_problems(info.problems)
+
+    def _undecided(self, what: str) -> PlateLayoutError:
+        return PlateLayoutError(f"cannot tell the image {what} of plate {self.root}: {self._probe_error or 'no images'}")
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        """(Y, X) of one plane, read from the first file on first access."""
+        """(Y, X) of one plane: from the instrument metadata, else the most common over sampled files."""
+        self.probe_images()
         if self._image_shape is None:
-            self._read_info()
-        return self._image_shape  # type: ignore[return-value]
+            raise self._undecided("shape")
+        return self._image_shape
 
     @property
     def dtype(self) -> np.dtype:
-        """The pixel dtype, read from the first file on first access."""
+        """The pixel dtype: from the instrument metadata, else the most common over sampled files."""
+        self.probe_images()
         if self._dtype is None:
-            self._read_info()
-        return self._dtype  # type: ignore[return-value]
+            raise self._undecided("dtype")
+        return self._dtype
 
     # -- plate geometry --------------------------------------------------------------------
     @property
@@ -227,7 +288,8 @@ class PlateIndex:
             f"PlateIndex({self.name!r}, format={self.source_format}, planes={len(self)}, wells={len(self.wells)}, "
             f"sites={len(self.sites)}, channels={[self.channel_names.get(c) for c in self.channels]}, "
             f"z={len(self.z_planes)}, t={len(self.timepoints)}, shape={shape}, "
-            f"gaps={len(self.gaps)}, unrecognized={len(self.unrecognized)}, root={self.root!r})"
+            f"gaps={len(self.gaps)}, unrecognized={len(self.unrecognized)}, "
+            f"problems={len(self.problems) - len(self.unrecognized)}, root={self.root!r})"
         )
 
 
@@ -236,21 +298,11 @@ METADATA_SUFFIXES = (".htd", ".xml", ".csv", ".json", ".txt", ".log", ".db", ".m
 
 
 def walk_files(root: str) -> list[str]:
-    """Every regular file under ``root`` as a '/'-separated relative path; hidden entries skipped."""
-    found: list[str] = []
-    stack = [("", root)]
-    while stack:
-        rel, directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                rel_name = f"{rel}{entry.name}"
-                if entry.is_dir():
-                    stack.append((rel_name + "/", entry.path))
-                elif entry.is_file():
-                    found.append(rel_name)
-    return found
+    """Every regular file under ``root`` as a '/'-separated relative path; hidden entries skipped.
+
+    See :func:`hcsgraph.plate.scan.scan_files` for the same list with the problems met on the way.
+    """
+    return scan_files(root).files
 
 
 def is_metadata_file(name: str) -> bool:

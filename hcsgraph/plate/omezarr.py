@@ -4,15 +4,25 @@ Each plane becomes one row whose ``path`` is a plane reference into the field's 
 ``<plate>/<row>/<column>/<field>/<dataset>#t=0,c=1,z=0`` (0-based, the array's axes before Y and X);
 :func:`hcsgraph.plate.reader.read_plane` reads it. Site = field index + 1, channel = c + 1, z = z + 1,
 t = t + 1.
+
+Every well, field and dataset path in the metadata must be a plain relative path that stays inside the
+plate (no ``..``, no absolute path, no symlink out of it): anything else is refused with
+:class:`PlateLayoutError` before any array is opened. The plate's image shape and dtype are the most
+common over its fields' arrays; other fields are reported in ``PlateIndex.problems``.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hcsgraph.plate.index import PlateIndex, PlateLayoutError, build_table, find_gaps, well_name
+from hcsgraph.plate.problems import ODD_IMAGE, PlateProblem
 from hcsgraph.plate.reader import plane_ref
 
 NAME = "omezarr"
@@ -32,6 +42,23 @@ def read_ome_attrs(group_dir: Path) -> tuple[dict[str, Any], str] | None:
         attrs = json.loads(v2.read_text())
         return attrs, "0.4"
     return None
+
+
+def inside(root: Path, base: Path, rel: Any, what: str) -> Path:
+    """``base / rel`` for a metadata path ``rel``; refused unless it is relative and stays inside ``root``."""
+    text = rel if isinstance(rel, str) else ""
+    parts = re.split(r"[\\/]", text)
+    escapes = (not text or "\0" in text or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text)
+               or ".." in parts)
+    if not escapes:
+        try:
+            escapes = not (base / text).resolve().is_relative_to(root.resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            escapes = True
+    if escapes:
+        raise PlateLayoutError(f"{root}: the {what} path {rel!r} in the plate metadata is not a relative path "
+                               "inside the plate (absolute, '..', or a link out of it); refusing to read it")
+    return base / text
 
 
 def looks_like(root: Path) -> bool:
@@ -56,10 +83,11 @@ def parse(root: Path) -> PlateIndex:
     records, unrecognized = [], []
     channel_names: dict[int, str] = {}
     pixel_size = None
-    first_array: dict[str, Any] | None = None
     expected_sites = set()
+    arrays: list[tuple[str, tuple[int, int], np.dtype]] = []
     for well in plate.get("wells", []):
-        well_path = well["path"]
+        well_path = well.get("path") if isinstance(well, dict) else None
+        well_dir = inside(root, root, well_path, "well")
         try:
             row_name, col_name = well_path.split("/")
             if "rowIndex" in well:
@@ -67,26 +95,28 @@ def parse(root: Path) -> PlateIndex:
             name = well_name(row_name, int(col_name))
         except (ValueError, IndexError) as exc:
             raise PlateLayoutError(f"{root}: well path {well_path!r} is not '<row>/<column>'") from exc
-        well_found = read_ome_attrs(root / well_path)
+        well_found = read_ome_attrs(well_dir)
         if well_found is None or "well" not in well_found[0]:
             unrecognized.append(well_path)
             continue
         images = well_found[0]["well"].get("images", [])
         for site, image in enumerate(images, 1):
             expected_sites.add(site)
-            field_dir = root / well_path / image["path"]
+            image_path = image.get("path") if isinstance(image, dict) else None
+            field_dir = inside(root, well_dir, image_path, f"field (well {well_path})")
             field_found = read_ome_attrs(field_dir)
             if field_found is None or "multiscales" not in field_found[0]:
-                unrecognized.append(f"{well_path}/{image['path']}")
+                unrecognized.append(f"{well_path}/{image_path}")
                 continue
             attrs = field_found[0]
             multiscale = attrs["multiscales"][0]
             axes = [a["name"] if isinstance(a, dict) else str(a) for a in multiscale.get("axes", "tczyx")]
             dataset = multiscale["datasets"][0]
-            array_dir = field_dir / dataset["path"]
+            array_dir = inside(root, field_dir, dataset.get("path"), f"dataset (field {well_path}/{image_path})")
             array_meta = _array_meta(array_dir)
             shape = array_meta["shape"]
-            first_array = first_array or array_meta
+            arrays.append((f"{well_path}/{image_path}/{dataset['path']}", tuple(shape[-2:]),
+                           np.dtype(array_meta["dtype"])))
             if not axes or len(axes) != len(shape):
                 axes = list("tczyx"[-len(shape):])
             if pixel_size is None:
@@ -105,6 +135,13 @@ def parse(root: Path) -> PlateIndex:
                         index = {"t": t, "c": c, "z": z}
                         ref = plane_ref(str(array_dir), **{a: index.get(a, 0) for a in lead})
                         records.append((name, site, c + 1, z + 1, t + 1, ref))
+    problems = []
+    image_shape = dtype = None
+    if arrays:
+        (image_shape, dtype), _ = Counter((s, d) for _, s, d in arrays).most_common(1)[0]
+        problems = [PlateProblem(ODD_IMAGE, path, f"{s[0]}x{s[1]} {d.name}, while the plate's images are "
+                                                  f"{image_shape[0]}x{image_shape[1]} {dtype.name}")
+                    for path, s, d in arrays if (s, d) != (image_shape, dtype)]
     table = build_table(records)
     gaps = find_gaps(table, sites=expected_sites or None) if not table.empty else None
     return PlateIndex(
@@ -116,8 +153,9 @@ def parse(root: Path) -> PlateIndex:
         pixel_size_um=pixel_size,
         unrecognized=unrecognized,
         gaps=gaps,
-        image_shape=tuple(first_array["shape"][-2:]) if first_array else None,
-        dtype=first_array["dtype"] if first_array else None,
+        image_shape=image_shape,
+        dtype=dtype,
+        problems=problems,
     )
 
 

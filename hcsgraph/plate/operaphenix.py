@@ -1,8 +1,14 @@
 """Opera Phenix / Operetta plates: ``Index.idx.xml`` or ``Index.xml`` and names like ``r01c01f01p01-ch1sk1fk1fl1.tiff``.
 
-The index gives the plate name, channel names, pixel size and the planes the acquisition expected; the
-files on disk give what is there. ``f`` is the field (site), ``p`` the plane (z), ``ch`` the channel and
-``sk`` the time point, all 1-based.
+The index gives the plate name, channel names, pixel size, image size and the planes the acquisition
+expected; the files on disk give what is there. ``f`` is the field (site), ``p`` the plane (z), ``ch``
+the channel and ``sk`` the time point, all 1-based.
+
+An index's ``TimepointID`` counts from 0 in older ``Index.idx.xml`` files (Harmony 4-6) and from 1 in
+Harmony 7+ ``Index.xml`` files, so the expected time point of an image is taken from its file name
+(``URL``, ``sk<N>``); only for an image without one is it ``TimepointID`` shifted by what the index's
+Harmony version (its namespace) says. Channel names, pixel size and image size are read wherever the
+index has them (``<Maps>`` entries or ``<Image>`` elements). The index may start with a UTF-8 BOM.
 """
 
 from __future__ import annotations
@@ -11,15 +17,20 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pandas as pd
+
 from hcsgraph.plate.index import (
+    DIMENSIONS,
     PlateIndex,
     PlateLayoutError,
     build_table,
     find_gaps,
     is_metadata_file,
-    walk_files,
+    row_number,
+    split_well,
     well_name,
 )
+from hcsgraph.plate.scan import FileScan, scan_files
 
 NAME = "operaphenix"
 INDEX_NAMES = ("Index.idx.xml", "Index.xml")
@@ -28,6 +39,7 @@ FILE_RE = re.compile(
     r"-ch(?P<channel>\d{1,2})sk(?P<t>\d{1,5})fk\d+fl\d+\.tiff?$",
     re.IGNORECASE,
 )
+_HARMONY_RE = re.compile(r"HarmonyV(\d+)", re.IGNORECASE)
 _UNIT_TO_UM = {"m": 1e6, "mm": 1e3, "um": 1.0, "µm": 1.0, "micrometer": 1.0, "nm": 1e-3}
 
 
@@ -66,15 +78,33 @@ def _pixel_size_um(fields: dict[str, ET.Element]) -> float | None:
     return float(element.text) * factor
 
 
+def harmony_version(root_tag: str) -> int | None:
+    """The Harmony major version in an index's namespace (``.../PEHH/HarmonyV7`` → 7), if any."""
+    match = _HARMONY_RE.search(root_tag)
+    return int(match.group(1)) if match else None
+
+
+def _int(fields: dict[str, ET.Element], key: str) -> int | None:
+    value = _text(fields, key)
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def parse_index(path: Path) -> dict:
-    """Plate name, channel names, pixel size and expected wells/fields/planes/channels/time points."""
+    """Plate name, channel names, pixel and image size, and the planes the index expects.
+
+    ``planes`` is the set of expected ``(well, site, channel, z, t)`` (1-based); ``wells``, ``sites``,
+    ``z``, ``channels`` and ``t`` are their values, ``image_shape`` is (Y, X) or None.
+    """
     try:
-        tree = ET.parse(path)
+        tree = ET.parse(path)  # expat reads (and drops) a UTF-8 byte order mark
     except ET.ParseError as exc:
         raise PlateLayoutError(f"cannot parse the plate index {path}: {exc}") from exc
-    meta: dict = {"name": None, "channel_names": {}, "pixel_size_um": None, "wells": set(),
-                  "sites": set(), "z": set(), "channels": set(), "t": set()}
-    for element in tree.getroot().iter():
+    root = tree.getroot()
+    version = harmony_version(root.tag)
+    meta: dict = {"name": None, "channel_names": {}, "pixel_size_um": None, "image_shape": None,
+                  "wells": set(), "harmony_version": version}
+    from_names, from_ids = set(), []  # expected planes: from file names, and (plane, TimepointID) otherwise
+    for element in root.iter():
         tag = _local(element.tag)
         if tag == "Plate" and meta["name"] is None:
             fields = _children(element)
@@ -88,29 +118,63 @@ def parse_index(path: Path) -> dict:
                     meta["channel_names"].setdefault(int(channel), label)
                 if meta["pixel_size_um"] is None:
                     meta["pixel_size_um"] = _pixel_size_um(fields)
-            if tag == "Image" and _text(fields, "Row") and _text(fields, "Col"):
-                meta["wells"].add(well_name(int(_text(fields, "Row")), int(_text(fields, "Col"))))
-                for key, dim, shift in (("FieldID", "sites", 0), ("PlaneID", "z", 0),
-                                        ("ChannelID", "channels", 0), ("TimepointID", "t", 1)):
-                    value = _text(fields, key)
-                    if value is not None and value.isdigit():
-                        meta[dim].add(int(value) + shift)
+            size_x, size_y = _int(fields, "ImageSizeX"), _int(fields, "ImageSizeY")
+            if meta["image_shape"] is None and size_x and size_y:
+                meta["image_shape"] = (size_y, size_x)
+            if tag == "Image" and _int(fields, "Row") and _int(fields, "Col"):
+                well = well_name(_int(fields, "Row"), _int(fields, "Col"))
+                meta["wells"].add(well)
+                url = FILE_RE.match((_text(fields, "URL") or "").replace("\\", "/").rpartition("/")[2])
+                if url is not None:
+                    g = url.groupdict()
+                    from_names.add((well_name(int(g["row"]), int(g["column"])), int(g["site"]),
+                                    int(g["channel"]), int(g["z"]), int(g["t"])))
+                    continue
+                dims = [_int(fields, k) for k in ("FieldID", "ChannelID", "PlaneID", "TimepointID")]
+                if None not in dims:
+                    from_ids.append((well, *dims))
         elif tag == "Well" and len(element):
             fields = _children(element)
-            if _text(fields, "Row") and _text(fields, "Col"):
-                meta["wells"].add(well_name(int(_text(fields, "Row")), int(_text(fields, "Col"))))
+            if _int(fields, "Row") and _int(fields, "Col"):
+                meta["wells"].add(well_name(_int(fields, "Row"), _int(fields, "Col")))
+    if version is not None:
+        shift = 0 if version >= 7 else 1
+    else:  # no version: a TimepointID of 0 says the index counts from 0
+        shift = 1 if any(p[4] == 0 for p in from_ids) else 0
+    meta["planes"] = from_names | {(w, s, c, z, t + shift) for w, s, c, z, t in from_ids}
+    for position, key in enumerate(("sites", "channels", "z", "t"), 1):
+        meta[key] = {plane[position] for plane in meta["planes"]}
     return meta
 
 
-def parse(root: Path) -> PlateIndex:
-    """Index an Opera Phenix / Operetta plate directory."""
+def _gaps(table: pd.DataFrame, meta: dict) -> pd.DataFrame | None:
+    """The planes the index lists that are not on disk (or the holes in the product without a list)."""
+    if table.empty:
+        return None
+    if not meta["planes"]:
+        return find_gaps(table, wells=meta["wells"] or None)
+    keys = ["well", *DIMENSIONS]
+    present = set(table[keys].itertuples(index=False, name=None))
+    missing = sorted(meta["planes"] - present, key=lambda p: (*_well_order(p[0]), *p[1:]))
+    frame = pd.DataFrame(missing, columns=["well", "site", "channel", "z", "t"])
+    return frame[keys].astype({d: "int64" for d in DIMENSIONS})
+
+
+def _well_order(well: str) -> tuple[int, int]:
+    row, column = split_well(well)
+    return row_number(row), column
+
+
+def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
+    """Index an Opera Phenix / Operetta plate directory (``scan``: its files, when already listed)."""
     root = Path(root)
     index_path = find_index(root)
     if index_path is None:
         raise PlateLayoutError(f"no {' or '.join(INDEX_NAMES)} in {root} or {root / 'Images'}")
     meta = parse_index(index_path)
+    scan = scan or scan_files(root)
     records, unrecognized = [], []
-    for rel in walk_files(str(root)):
+    for rel in scan.files:
         name = rel.rpartition("/")[2]
         match = FILE_RE.match(name)
         if match is None:
@@ -121,9 +185,6 @@ def parse(root: Path) -> PlateIndex:
         records.append((well_name(int(g["row"]), int(g["column"])), int(g["site"]), int(g["channel"]),
                         int(g["z"]), int(g["t"]), str(root / rel)))
     table = build_table(records)
-    gaps = None
-    if not table.empty:
-        gaps = find_gaps(table, **{k: (meta[k] or None) for k in ("wells", "sites", "channels", "z", "t")})
     return PlateIndex(
         table,
         name=meta["name"] or root.name,
@@ -132,5 +193,7 @@ def parse(root: Path) -> PlateIndex:
         channel_names=meta["channel_names"],
         pixel_size_um=meta["pixel_size_um"],
         unrecognized=unrecognized,
-        gaps=gaps,
+        gaps=_gaps(table, meta),
+        image_shape=meta["image_shape"],
+        problems=scan.problems,
     )

@@ -15,14 +15,15 @@ from pathlib import Path
 from natsort import natsorted
 
 from hcsgraph.plate.index import (
+    DuplicatePlaneError,
     PlateIndex,
     PlateLayoutError,
     build_table,
     is_metadata_file,
     split_well,
-    walk_files,
     well_name,
 )
+from hcsgraph.plate.scan import FileScan, scan_files
 
 NAME = "pattern"
 
@@ -42,12 +43,13 @@ def compile_pattern(pattern: str | re.Pattern) -> re.Pattern:
     return regex
 
 
-def parse(root: Path, pattern: str | re.Pattern) -> PlateIndex:
+def parse(root: Path, pattern: str | re.Pattern, scan: FileScan | None = None) -> PlateIndex:
     """Index the files under ``root`` whose relative path or name matches ``pattern``."""
     root = Path(root)
     regex = compile_pattern(pattern)
+    scan = scan or scan_files(root)
     matches, unrecognized = [], []
-    for rel in walk_files(str(root)):
+    for rel in scan.files:
         name = rel.rpartition("/")[2]
         match = regex.fullmatch(rel) or regex.fullmatch(name)
         if match is None:
@@ -80,11 +82,17 @@ def parse(root: Path, pattern: str | re.Pattern) -> PlateIndex:
             raise PlateLayoutError(f"{path}: site, z and t must be integers in plate pattern {regex.pattern!r}") from exc
         channel = numbers[g["channel"]] if g.get("channel") else 1
         records.append((well, dims[0], channel, dims[1], dims[2], path))
+    try:
+        table = build_table(records)
+    except DuplicatePlaneError as exc:
+        raise DuplicatePlaneError(f"{exc}; does the plate pattern {regex.pattern!r} capture every part of the "
+                                  "name that varies (site, channel, z, t)?") from None
     return PlateIndex(
-        build_table(records),
+        table,
         name=root.name,
         root=str(root),
         source_format=NAME,
         channel_names=channel_names,
         unrecognized=unrecognized,
+        problems=scan.problems,
     )

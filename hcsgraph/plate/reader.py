@@ -57,33 +57,79 @@ def _open_zarr_array(array_path: str):
         raise PlateReadError(array_path, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _describe(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    return f"{'x'.join(str(int(n)) for n in shape)} {np.dtype(dtype).name}"
+
+
+def check_plane(path: str, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None) -> None:
+    """Raise :class:`PlateReadError` naming ``path`` when a plane of ``shape``/``dtype`` does not fit ``out``."""
+    if out is None:
+        return
+    if tuple(shape) != tuple(out.shape) or np.dtype(dtype) != out.dtype:
+        raise PlateReadError(path, f"the image is {_describe(shape, dtype)}, but the plate's planes are "
+                                   f"{_describe(out.shape, out.dtype)}; the file does not match the expected plane")
+
+
+def _check_size(path: str) -> int:
+    """The file's size; an empty or missing file raises :class:`PlateReadError`."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise PlateReadError(path, "file not found") from exc
+    except OSError as exc:
+        raise PlateReadError(path, exc.strerror or str(exc)) from exc
+    if size == 0:
+        raise PlateReadError(path, "the file is empty (0 bytes)")
+    return size
+
+
+def _tiff_page(tif: tifffile.TiffFile, path: str, size: int):
+    """The first page of an open TIFF, its 2D shape and dtype; checks that its pixel data lies in the file."""
+    if not tif.pages:
+        raise PlateReadError(path, "the TIFF holds no image")
+    page = tif.pages[0]
+    ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+    if ends and max(ends) > size:
+        raise PlateReadError(path, f"the file is truncated: its pixel data ends at byte {max(ends)}, "
+                                   f"the file has {size} bytes")
+    shape = tuple(int(s) for s in page.shape if s != 1) or tuple(int(s) for s in page.shape)
+    if len(shape) != 2:
+        raise PlateReadError(path, f"expected one 2D plane, found shape {tuple(page.shape)}")
+    return page, shape, np.dtype(page.dtype)
+
+
+def _tiff_error(path: str, exc: Exception) -> PlateReadError:
+    return PlateReadError(path, f"not a readable TIFF, truncated or corrupt ({type(exc).__name__}: {exc})")
+
+
 def _read_tiff(path: str, out: np.ndarray | None = None) -> np.ndarray:
+    size = _check_size(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            if not tif.pages:
-                raise PlateReadError(path, "the TIFF holds no image")
-            page = tif.pages[0]
-            if out is not None and page.shape == out.shape and page.dtype == out.dtype:
+            page, shape, dtype = _tiff_page(tif, path, size)
+            check_plane(path, shape, dtype, out)
+            if out is not None and tuple(page.shape) == out.shape:
                 page.asarray(out=out)
                 return out
-            data = page.asarray()
+            data = page.asarray().reshape(shape)
     except PlateReadError:
         raise
     except FileNotFoundError as exc:
         raise PlateReadError(path, "file not found") from exc
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many types
-        raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
-    data = np.squeeze(data)
-    if data.ndim != 2:
-        raise PlateReadError(path, f"expected one 2D plane, found shape {data.shape}")
+        raise _tiff_error(path, exc) from exc
+    if out is not None:
+        out[...] = data
+        return out
     return data
 
 
 def read_plane(path: str | os.PathLike, out: np.ndarray | None = None) -> np.ndarray:
     """One 2D plane with its stored dtype: a TIFF file or an OME-Zarr plane reference.
 
-    ``out``: a 2D array to read a TIFF plane straight into when its shape and dtype match (it is
-    returned); otherwise the plane comes back as a new array and ``out`` is untouched.
+    ``out``: the 2D array the plane is expected to fill; the plane is read into it and it is returned.
+    A plane whose shape or dtype differs from ``out`` raises :class:`PlateReadError` naming the file (and
+    ``out`` is left untouched). Missing, empty, truncated and corrupt files raise it too.
     """
     path = os.fspath(path)
     ref = parse_plane_ref(path)
@@ -92,39 +138,50 @@ def read_plane(path: str | os.PathLike, out: np.ndarray | None = None) -> np.nda
         array = _open_zarr_array(array_path)
         if len(indices) != array.ndim - 2:
             raise PlateReadError(path, f"expected {array.ndim - 2} indices for an array of shape {array.shape}")
+        check_plane(path, tuple(array.shape[-2:]), array.dtype, out)
         try:
-            return np.asarray(array[indices])
+            data = np.asarray(array[indices])
         except Exception as exc:  # noqa: BLE001
             raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
-    if path.lower().endswith(TIFF_SUFFIXES):
+    elif path.lower().endswith(TIFF_SUFFIXES):
         return _read_tiff(path, out)
-    try:
-        import imageio.v3 as iio
-    except ImportError as exc:  # pragma: no cover - imageio comes with scikit-image
-        raise PlateReadError(path, "only TIFF files and OME-Zarr planes can be read") from exc
-    try:
-        data = np.asarray(iio.imread(path))
-    except Exception as exc:  # noqa: BLE001
-        raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
-    if data.ndim != 2:
-        raise PlateReadError(path, f"expected one 2D plane, found shape {data.shape}")
+    else:
+        _check_size(path)
+        try:
+            import imageio.v3 as iio
+        except ImportError as exc:  # pragma: no cover - imageio comes with scikit-image
+            raise PlateReadError(path, "only TIFF files and OME-Zarr planes can be read") from exc
+        try:
+            data = np.asarray(iio.imread(path))
+        except Exception as exc:  # noqa: BLE001
+            raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
+        if data.ndim != 2:
+            raise PlateReadError(path, f"expected one 2D plane, found shape {data.shape}")
+        check_plane(path, data.shape, data.dtype, out)
+    if out is not None:
+        out[...] = data
+        return out
     return data
 
 
 def plane_info(path: str) -> tuple[tuple[int, int], np.dtype]:
-    """((Y, X), dtype) of a plane, from the file header or array metadata where possible."""
+    """((Y, X), dtype) of a plane from the TIFF header or the array metadata (pixels are read otherwise).
+
+    Missing, empty, truncated and corrupt files raise :class:`PlateReadError` naming the file.
+    """
     ref = parse_plane_ref(path)
     if ref is not None:
         array = _open_zarr_array(ref[0])
         return (int(array.shape[-2]), int(array.shape[-1])), np.dtype(array.dtype)
     if path.lower().endswith(TIFF_SUFFIXES):
+        size = _check_size(path)
         try:
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                shape = tuple(s for s in page.shape if s != 1) or page.shape
-                if len(shape) == 2:
-                    return (int(shape[0]), int(shape[1])), np.dtype(page.dtype)
+                _, shape, dtype = _tiff_page(tif, path, size)
+        except PlateReadError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
+            raise _tiff_error(path, exc) from exc
+        return (shape[0], shape[1]), dtype
     data = read_plane(path)
     return (int(data.shape[0]), int(data.shape[1])), data.dtype

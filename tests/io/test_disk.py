@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import hcsgraph.io.disk as disk
 from hcsgraph.io import StorageFileExistsError, UnsupportedDataError
 from hcsgraph.io.disk import HCSGRAPH_TIFF_TAG, DiskStorageBackend
 from hcsgraph.io.paths import TEMP_PREFIX
+from hcsgraph.io.tiff import write_tiff_atomic
 
 
 @pytest.fixture()
@@ -110,11 +113,107 @@ def test_failing_write_keeps_the_old_file(store, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(disk, "write_tiff", broken_writer)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="no space left on device") as info:
         store.save(np.zeros((4, 4), np.uint16), path, overwrite=True)
+    assert info.value.errno == errno.ENOSPC and str(path) in str(info.value) and "'disk'" in str(info.value)
     monkeypatch.undo()
     np.testing.assert_array_equal(store.load(path), old)
     assert leftovers(tmp_path) == []
+
+
+def test_failing_encoder_keeps_the_old_file_and_names_it(store, tmp_path, monkeypatch):
+    path = tmp_path / "img.tif"
+    store.save(np.full((4, 4), 7, np.uint16), path)
+    old = path.read_bytes()
+
+    def broken_writer(handle, array):
+        handle.write(b"II*\x00" * 30000)
+        raise ValueError("tifffile refused")
+
+    monkeypatch.setattr(disk, "write_tiff", broken_writer)
+    with pytest.raises(ValueError, match="tifffile refused") as info:
+        store.save(np.zeros((4, 4), np.uint16), path, overwrite=True)
+    assert any(str(path) in note for note in info.value.__notes__)
+    assert path.read_bytes() == old and leftovers(tmp_path) == []
+
+
+def old_write_tiff(path, array):
+    """The disk backend's TIFF writer before hcsgraph.io.tiff: tifffile onto an open file."""
+    stored = array.astype(np.uint8) if array.dtype == bool else np.ascontiguousarray(array)
+    note = json.dumps({"shape": list(array.shape), "dtype": array.dtype.str})
+    imagej = stored.dtype in {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)} and 2 <= stored.ndim <= 5
+    with open(path, "xb") as handle:
+        tifffile.imwrite(handle, stored, imagej=imagej, photometric="minisblack", extratags=[(HCSGRAPH_TIFF_TAG, "s", 0, note, True)])
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.random.default_rng(0).random((16, 24)) > 0.5,
+        np.arange(3 * 16 * 24, dtype=np.uint16).reshape(3, 16, 24),
+        np.linspace(0, 1, 2 * 3 * 5 * 7, dtype=np.float32).reshape(2, 3, 5, 7),
+        np.arange(12, dtype=np.int32).reshape(3, 4),
+        np.linspace(0, 1, 2**6 * 12).reshape(2, 2, 2, 2, 2, 2, 3, 4),
+        np.ones((1, 6, 4), np.uint8),
+        np.arange(512 * 512, dtype=np.uint16).reshape(512, 512)[::2, ::3],
+        np.arange(40 * 300 * 300, dtype=np.uint16).reshape(40, 300, 300),
+    ],
+    ids=["bool", "uint16-3d", "float32-4d", "int32", "float64-8d", "uint8-singleton", "strided", "large"],
+)
+def test_write_tiff_atomic_matches_the_disk_backend_byte_for_byte(store, tmp_path, array):
+    old_write_tiff(tmp_path / "old.tif", array)
+    store.save(array, tmp_path / "backend.tif")
+    write_tiff_atomic(tmp_path / "atomic.tif", array)
+    expected = (tmp_path / "old.tif").read_bytes()
+    assert (tmp_path / "backend.tif").read_bytes() == expected
+    assert (tmp_path / "atomic.tif").read_bytes() == expected
+    loaded = store.load(tmp_path / "atomic.tif")
+    assert loaded.dtype == array.dtype and loaded.shape == array.shape
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_write_tiff_atomic_passes_tifffile_options(tmp_path):
+    plane = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    write_tiff_atomic(tmp_path / "p.tif", plane, resolution=(2.0, 2.0), extratags=[(65000, "s", 0, "extra", True)])
+    with tifffile.TiffFile(tmp_path / "p.tif") as tif:
+        assert tif.is_imagej and tif.pages[0].tags[65000].value == "extra"
+        assert HCSGRAPH_TIFF_TAG in tif.pages[0].tags
+    np.testing.assert_array_equal(DiskStorageBackend().load(tmp_path / "p.tif"), plane)
+
+
+def test_npy_is_what_numpy_writes(store, tmp_path):
+    for i, array in enumerate([np.linspace(0, 1, 100_000).reshape(100, 1000), np.asfortranarray(np.ones((300, 70))), np.ones((50, 80))[:, ::3]]):
+        np.save(tmp_path / f"numpy_{i}.npy", array, allow_pickle=False)
+        store.save(array, tmp_path / f"disk_{i}.npy")
+        assert (tmp_path / f"disk_{i}.npy").read_bytes() == (tmp_path / f"numpy_{i}.npy").read_bytes()
+
+
+@pytest.fixture()
+def umask():
+    """Set the process umask for one test; restore it afterwards."""
+    previous = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_created_files_and_directories_get_the_umask(store, tmp_path, umask, mask):
+    umask(mask)
+    store.save(np.ones((4, 4), np.uint8), tmp_path / "out" / "A01" / "img.tif")
+    store.save("a,b\n", tmp_path / "out" / "A01" / "table.csv")
+    store.ensure_directory(tmp_path / "made" / "deep")
+    store.copy(tmp_path / "out" / "A01" / "img.tif", tmp_path / "copies" / "img.tif")
+    store.move(tmp_path / "out" / "A01" / "table.csv", tmp_path / "moved" / "table.csv")
+    for directory in ["out", "out/A01", "made", "made/deep", "copies", "moved"]:
+        assert mode(tmp_path / directory) == 0o777 & ~mask, directory
+    for file in ["out/A01/img.tif", "copies/img.tif", "moved/table.csv"]:
+        assert mode(tmp_path / file) == 0o666 & ~mask, file
 
 
 def test_overwrite_false_raises_and_keeps_content(store, tmp_path):

@@ -13,7 +13,8 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from hcsgraph.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from hcsgraph.io import FileManager, StorageFileExistsError, StorageRegistry, UnsupportedDataError
 from hcsgraph.io.paths import TEMP_PREFIX
-from hcsgraph.io.zarr import ZarrStorageBackend, chunk_layout
+from hcsgraph.io.chunking import plan_chunks
+from hcsgraph.io.zarr import ZarrStorageBackend
 
 
 @pytest.fixture()
@@ -70,7 +71,7 @@ def test_adaptive_tiles_and_shards_large_planes(store, tmp_path):
     array = store.open_array(tmp_path / "big")
     assert array.chunks == (16, 16) and array.shards == (48, 48)
     np.testing.assert_array_equal(store.load(tmp_path / "big"), image)
-    assert chunk_layout((3, 40, 40), 2, ZarrConfig(max_chunk_bytes=16 * 16 * 2, shard_min_chunks=100)) == ((1, 16, 16), None)
+    assert plan_chunks((3, 40, 40), np.uint16, ZarrConfig(max_chunk_bytes=16 * 16 * 2, shard_min_chunks=100)) == ((1, 16, 16), None)
 
 
 def test_format_2_for_ome_zarr_04(store, tmp_path):

@@ -46,9 +46,15 @@ def test_bad_forms_are_clear_errors():
         Pipeline(["gaussian_filter"])
 
 
-def test_duplicate_step_names_are_made_unique():
-    p = Pipeline([FunctionStep("gaussian_filter"), FunctionStep("gaussian_filter")], name="p")
-    assert [s.name for s in p.steps] == ["gaussian_filter", "gaussian_filter_2"]
+def test_duplicate_step_names_are_made_unique_without_renaming_the_steps():
+    step = FunctionStep("gaussian_filter")
+    p = Pipeline([step, FunctionStep("gaussian_filter")], name="p")
+    assert p.step_names == ["gaussian_filter", "gaussian_filter_2"]
+    assert [s.name for s in p.steps] == ["gaussian_filter", "gaussian_filter"]
+    again = Pipeline([step, step], name="q")
+    assert again.step_names == ["gaussian_filter", "gaussian_filter_2"]
+    assert step.name == "gaussian_filter"
+    assert [s["name"] for s in again.spec()["steps"]] == ["gaussian_filter", "gaussian_filter_2"]
 
 
 def test_function_library_lists_what_exists():
