@@ -74,9 +74,14 @@ def _rebuild(kind: type[OSError], reason: str, path: Any, backend: Any, code: in
 
 
 def _errno(exc: OSError, directory: str | None) -> int | None:
-    """``exc.errno``; for numpy's errno-less short write, ENOSPC when the filesystem has no room for it."""
-    if exc.errno is not None or directory is None:
+    """``exc.errno``; ENOSPC for a tree copy that hit it, or for numpy's errno-less short write when
+    the filesystem has no room left for it."""
+    if exc.errno is not None:
         return exc.errno
+    if isinstance(exc, shutil.Error) and f"[Errno {errno.ENOSPC}]" in str(exc):
+        return errno.ENOSPC
+    if directory is None:
+        return None
     match = _SHORT_WRITE.search(str(exc))
     if match is None:
         return None
@@ -159,7 +164,8 @@ class _DirectWriter:
         self.mode = "wb"
 
     def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
+        view = (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
         size = view.nbytes
         if len(self._pending) + size > self._BUFFER:
             self.flush()

@@ -645,6 +645,10 @@ def set_channel_windows(
 
     with ThreadPoolExecutor(max_workers=max_workers or min(32, 4 * (os.cpu_count() or 1))) as pool:
         folders = [folder for found in pool.map(images, wells) for folder in found]
+        if folders:  # the fields of a plate share their channels: check once, before rewriting any
+            channels = _group_document(folders[0], version)[3].get("omero", {}).get("channels", [])
+            if max(clean) >= len(channels):
+                raise ValueError(f"channel {max(clean)} is out of range: the plate {root} has {len(channels)} channels")
         list(pool.map(lambda folder: _set_windows(folder, version, clean, merge), folders))
     return len(folders)
 

@@ -16,12 +16,23 @@ from hcsgraph.memory.convert import (
     convert_to,
     gpu_index_of,
     to_host,
+    to_pyclesperanto_package,
 )
-from hcsgraph.memory.decorators import cupy, jax, memory_types, numpy, pyclesperanto, tensorflow, torch
+from hcsgraph.memory.decorators import (
+    PyclesperantoPackageError,
+    cupy,
+    jax,
+    memory_types,
+    numpy,
+    pyclesperanto,
+    pyclesperanto_package_for,
+    tensorflow,
+    torch,
+)
 from hcsgraph.memory.dtypes import check_dtype_supported, dtype_name, supported_dtypes
-from hcsgraph.memory.libraries import MissingLibraryError, import_library, is_installed
+from hcsgraph.memory.libraries import MissingLibraryError, import_library, import_pyclesperanto, is_installed
 from hcsgraph.memory.stack import stack_slices, unstack_slices
-from hcsgraph.memory.types import as_memory_type, memory_type_of
+from hcsgraph.memory.types import as_memory_type, memory_type_of, pyclesperanto_package_of
 
 _sizeof.register()
 
@@ -30,6 +41,7 @@ __all__ = [
     "MemoryConversionError",
     "MemoryType",
     "MissingLibraryError",
+    "PyclesperantoPackageError",
     "as_memory_type",
     "check_dtype_supported",
     "conversion_table",
@@ -41,16 +53,20 @@ __all__ = [
     "dtype_name",
     "gpu_index_of",
     "import_library",
+    "import_pyclesperanto",
     "is_installed",
     "jax",
     "memory_type_of",
     "memory_types",
     "numpy",
     "pyclesperanto",
+    "pyclesperanto_package_for",
+    "pyclesperanto_package_of",
     "stack_slices",
     "supported_dtypes",
     "tensorflow",
     "to_host",
+    "to_pyclesperanto_package",
     "torch",
     "unstack_slices",
 ]

@@ -17,6 +17,13 @@ is a :class:`MemoryConversionError`, never a cast.
 ``gpu_id=None`` keeps data where it is: CUDA data stays on its GPU, host data stays on the CPU.
 With a ``gpu_id``, the result is placed on that CUDA device when the target library has one;
 CPU-capable libraries keep the data on the CPU on a machine without one.
+
+pyclesperanto: ``MemoryType.PYCLESPERANTO`` covers the arrays of both ``pyclesperanto`` (>= 0.25)
+and ``pyclesperanto_prototype``; conversions *to* it make arrays of the package hcsgraph uses
+(:func:`~hcsgraph.memory.libraries.pyclesperanto_module_name`). The two packages' functions do not
+read each other's arrays reliably (the prototype rejects ``pyclesperanto`` arrays), so
+``convert_to(data, "pyclesperanto", package=...)`` / :func:`to_pyclesperanto_package` makes an
+array of a named package, copying through host memory when ``data`` belongs to the other one.
 """
 
 from __future__ import annotations
@@ -33,8 +40,13 @@ import numpy as np
 
 from hcsgraph.config import MemoryType
 from hcsgraph.memory.dtypes import check_dtype_supported, dtype_name
-from hcsgraph.memory.libraries import MissingLibraryError, import_library
-from hcsgraph.memory.types import as_memory_type, memory_type_of
+from hcsgraph.memory.libraries import (
+    MissingLibraryError,
+    import_library,
+    import_pyclesperanto,
+    resolve_pyclesperanto_package,
+)
+from hcsgraph.memory.types import as_memory_type, memory_type_of, pyclesperanto_package_of
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +352,8 @@ def _cupy_gpu_index(data: Any) -> int | None:
 # pyclesperanto --------------------------------------------------------------------------------
 
 
-def _cle_from_host(array: np.ndarray, gpu_id: int | None) -> Any:
-    cle = import_library(MemoryType.PYCLESPERANTO)
+def _cle_from_host(array: np.ndarray, gpu_id: int | None, package: str | None = None) -> Any:
+    cle = import_pyclesperanto(package)
     array = _host_ready(array)
     if cle.__name__ == "pyclesperanto_prototype":
         if gpu_id is not None:
@@ -477,9 +489,58 @@ def convert_memory(
     return convert_memory_with_method(data, source_type, target_type, gpu_id)[0]
 
 
-def convert_to(data: Any, target_type: MemoryType | str, gpu_id: int | None = None) -> Any:
-    """Convert any supported array to ``target_type`` (its source type is detected)."""
-    return convert_memory(data, memory_type_of(data), target_type, gpu_id)
+def convert_to(
+    data: Any, target_type: MemoryType | str, gpu_id: int | None = None, *, package: str | None = None
+) -> Any:
+    """Convert any supported array to ``target_type`` (its source type is detected).
+
+    ``package`` (only for ``target_type="pyclesperanto"``): the pyclesperanto package the result
+    must belong to (``"pyclesperanto"`` or ``"pyclesperanto_prototype"``), see
+    :func:`to_pyclesperanto_package`. Without it an OpenCL array of either package is returned as is.
+    """
+    target = as_memory_type(target_type)
+    if package is not None and target is MemoryType.PYCLESPERANTO:
+        return to_pyclesperanto_package(data, package, gpu_id)
+    return convert_memory(data, memory_type_of(data), target, gpu_id)
+
+
+def to_pyclesperanto_package(data: Any, package: str | None, gpu_id: int | None = None) -> Any:
+    """``data`` (an array of any supported type) as an OpenCL array of the pyclesperanto ``package``.
+
+    ``package``: ``"pyclesperanto"``, ``"pyclesperanto_prototype"`` (alias ``"prototype"``), or
+    None for the package hcsgraph uses. An array of that package is returned as is; anything else
+    (numpy, another library, the other pyclesperanto package's arrays) is copied through host
+    memory, keeping values, dtype and shape. A dtype the package cannot hold is a
+    :class:`MemoryConversionError`; a package that is not installed, a ``MissingLibraryError``.
+    """
+    name = resolve_pyclesperanto_package(package)
+    target = f"pyclesperanto ({name})"
+    try:
+        source = memory_type_of(data)
+    except TypeError as exc:
+        raise MemoryConversionError("unknown", target, "type check", str(exc)) from None
+    got = pyclesperanto_package_of(data) if source is MemoryType.PYCLESPERANTO else None
+    if got == name:
+        return data
+    label = f"pyclesperanto ({got})" if got else source
+    dtype, shape = dtype_name(data), tuple(data.shape)
+    try:
+        check_dtype_supported(MemoryType.PYCLESPERANTO, dtype, name)
+    except TypeError as exc:
+        raise MemoryConversionError(label, target, "dtype check", str(exc)) from None
+    try:
+        result = _cle_from_host(np.asarray(ADAPTERS[source].to_host(data)), gpu_id, name)
+    except MissingLibraryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as a conversion failure, with the cause
+        raise MemoryConversionError(label, target, ConversionMethod.HOST, f"{type(exc).__name__}: {exc}") from exc
+    got_dtype, got_shape = dtype_name(result), tuple(result.shape)
+    if (got_dtype, got_shape) != (dtype, shape):
+        raise MemoryConversionError(
+            label, target, ConversionMethod.HOST, f"produced {got_dtype}{list(got_shape)} from {dtype}{list(shape)}"
+        )
+    log.debug("converted %s → %s via host", getattr(label, "value", label), target)
+    return result
 
 
 def conversion_table() -> list[tuple[MemoryType, MemoryType, list[ConversionMethod]]]:

@@ -56,8 +56,9 @@ def inside(root: Path, base: Path, rel: Any, what: str) -> Path:
         except (OSError, RuntimeError):  # a symlink loop
             escapes = True
     if escapes:
-        raise PlateLayoutError(f"{root}: the {what} path {rel!r} in the plate metadata is not a relative path "
-                               "inside the plate (absolute, '..', or a link out of it); refusing to read it")
+        group = "the plate" if base == root else f"group {base.relative_to(root).as_posix()}"
+        raise PlateLayoutError(f"{root}: the {what} path {rel!r} in the metadata of {group} is not a relative "
+                               "path inside the plate (absolute, '..', or a link out of it); refusing to read it")
     return base / text
 
 
@@ -103,7 +104,7 @@ def parse(root: Path) -> PlateIndex:
         for site, image in enumerate(images, 1):
             expected_sites.add(site)
             image_path = image.get("path") if isinstance(image, dict) else None
-            field_dir = inside(root, well_dir, image_path, f"field (well {well_path})")
+            field_dir = inside(root, well_dir, image_path, "field")
             field_found = read_ome_attrs(field_dir)
             if field_found is None or "multiscales" not in field_found[0]:
                 unrecognized.append(f"{well_path}/{image_path}")
@@ -112,7 +113,7 @@ def parse(root: Path) -> PlateIndex:
             multiscale = attrs["multiscales"][0]
             axes = [a["name"] if isinstance(a, dict) else str(a) for a in multiscale.get("axes", "tczyx")]
             dataset = multiscale["datasets"][0]
-            array_dir = inside(root, field_dir, dataset.get("path"), f"dataset (field {well_path}/{image_path})")
+            array_dir = inside(root, field_dir, dataset.get("path"), "dataset")
             array_meta = _array_meta(array_dir)
             shape = array_meta["shape"]
             arrays.append((f"{well_path}/{image_path}/{dataset['path']}", tuple(shape[-2:]),

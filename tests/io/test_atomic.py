@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import stat
+import subprocess
 
 import numpy as np
 import pytest
@@ -128,13 +129,22 @@ def test_files_and_parents_get_the_umask(tmp_path, umask, mask):
     assert mode(tmp_path / "new") == mode(tmp_path / "new" / "deep") == 0o777 & ~mask
 
 
-def test_a_read_only_directory_names_the_destination(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")
-    (tmp_path / "ro").mkdir(mode=0o555)
-    with pytest.raises(PermissionError) as info:
-        write_bytes_atomic(tmp_path / "ro" / "f.bin", b"x")
-    assert str(tmp_path / "ro" / "f.bin") in str(info.value)
+def test_a_read_only_filesystem_names_the_destination(small_disk):
+    path = small_disk / "f.bin"
+    path.write_bytes(b"old")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(OSError) as info:
+        write_bytes_atomic(path, b"new")
+    assert info.value.errno == errno.EROFS and str(path) in str(info.value)
+    assert path.read_bytes() == b"old"
+
+
+def test_the_tmpfs_helper_skips_without_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        with mounted_tmpfs(tmp_path / "never"):
+            pass
+    assert not (tmp_path / "never").exists()
 
 
 def test_write_errors_keep_the_builtin_kind_and_pickle(tmp_path):

@@ -91,6 +91,20 @@ def test_copy_onto_a_full_disk_keeps_the_destination(small_disk, tmp_path):
     assert sorted(os.listdir(small_disk)) == sorted([FILLER, "copy.bin"])
 
 
+def test_tree_copy_and_cross_device_move_onto_a_full_disk(small_disk, tmp_path):
+    store = DiskStorageBackend()
+    for i in range(3):
+        store.save(np.full((100, 100), i, np.uint16), tmp_path / "well" / f"img_{i}.tif")
+    fill(small_disk, leave=8 * 1024)
+    target = small_disk / "plate" / "well"
+    for transfer in [store.copy, store.move]:  # the move crosses filesystems: a copy, then a delete
+        with pytest.raises(OSError) as info:
+            transfer(tmp_path / "well", target)
+        assert_no_space(info, str(target))
+        assert os.listdir(small_disk / "plate") == []
+        assert len(os.listdir(tmp_path / "well")) == 3
+
+
 @pytest.mark.parametrize("leave", [0, 16 * 1024], ids=["full", "nearly-full"])
 def test_write_tiff_atomic_on_a_full_disk(small_disk, leave):
     path = small_disk / "plane.tif"

@@ -12,8 +12,8 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from hcsgraph.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from hcsgraph.io import FileManager, StorageFileExistsError, StorageRegistry, UnsupportedDataError
-from hcsgraph.io.paths import TEMP_PREFIX
 from hcsgraph.io.chunking import plan_chunks
+from hcsgraph.io.paths import TEMP_PREFIX
 from hcsgraph.io.zarr import ZarrStorageBackend
 
 
@@ -72,6 +72,21 @@ def test_adaptive_tiles_and_shards_large_planes(store, tmp_path):
     assert array.chunks == (16, 16) and array.shards == (48, 48)
     np.testing.assert_array_equal(store.load(tmp_path / "big"), image)
     assert plan_chunks((3, 40, 40), np.uint16, ZarrConfig(max_chunk_bytes=16 * 16 * 2, shard_min_chunks=100)) == ((1, 16, 16), None)
+
+
+def test_tiles_stacks_and_shuffle_follow_the_shared_planner(store, tmp_path):
+    config = ZarrConfig(max_chunk_bytes=3000, shard_min_chunks=4)
+    image = np.arange(100 * 90, dtype=np.uint16).reshape(100, 90)
+    store.save(image, tmp_path / "tiled", zarr_config=config)
+    tiled = store.open_array(tmp_path / "tiled")
+    assert tiled.chunks == (32, 32) and tiled.shards == (128, 96)  # power-of-two tiles, one shard per plane
+    np.testing.assert_array_equal(store.load(tmp_path / "tiled"), image)
+    store.save(np.ones((2, 3, 8, 8), np.uint8), tmp_path / "field", zarr_config=ZarrConfig(chunk_strategy="field"))
+    field = store.open_array(tmp_path / "field")
+    assert field.chunks == (1, 3, 8, 8)
+    (blosc,) = field.compressors
+    assert blosc.shuffle.value == "shuffle" and blosc.typesize == 1
+    assert store.load(tmp_path / "field").all()
 
 
 def test_format_2_for_ome_zarr_04(store, tmp_path):
