@@ -330,7 +330,7 @@ def info(plate: str, pattern: str | None) -> None:
         click.echo(f"gaps: {len(gaps)}")
 
 
-@main.command(epilog=EXIT_STATUS.replace("every well", "every field"))
+@main.command(epilog=EXIT_STATUS)
 @click.argument("plate", type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(), help="The OME-Zarr plate, e.g. plate.ome.zarr.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier conversion.")

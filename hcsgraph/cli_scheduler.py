@@ -4,8 +4,8 @@
 follows it: a server that accepts the connection and never answers keeps it waiting for
 minutes, and a server that speaks another protocol makes it misread the reply (``Unable to
 allocate 2.82 EiB``). So before the Client is made, a plain socket connects with the same
-deadline and reads the greeting that a Dask scheduler sends first on every connection: its
-handshake, which distributed decodes here. Then the Client connects in a helper thread, which
+deadline, sends the handshake a Client sends and reads the one the scheduler answers with, which
+distributed's protocol functions decode here. Then the Client connects in a helper thread, which
 is abandoned (as a daemon) if the deadline passes.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import sys
 import threading
 import time
 from typing import Any
@@ -78,10 +79,25 @@ def probe(address: str, timeout: float, deadline: float) -> dict[str, Any]:
     host, port = parse_host_port(location)
     sock = _connect_socket(address, host, int(port), timeout, deadline)
     try:
+        with contextlib.suppress(OSError):  # as a Client does; a peer that hangs up is told apart below
+            sock.settimeout(max(_left(deadline), 0.01))
+            sock.sendall(_handshake_bytes())
         return _read_greeting(sock, address, timeout, deadline)
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def _handshake_bytes() -> bytes:
+    """The handshake a distributed Client sends first, framed as distributed's TCP comm frames it."""
+    import pickle
+
+    from distributed.protocol import dumps
+    from distributed.protocol.utils import pack_frames
+
+    info = {"compression": None, "python": tuple(sys.version_info)[:3], "pickle-protocol": pickle.HIGHEST_PROTOCOL}
+    payload = pack_frames(dumps(info))
+    return struct.pack("Q", len(payload)) + payload
 
 
 def _left(deadline: float) -> float:

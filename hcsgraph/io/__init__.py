@@ -7,6 +7,7 @@ Use :class:`FileManager` with a :class:`~hcsgraph.config.Backend` (or its string
     fm.save_array(image, "/out/A01/img_1.tif", "zarr")
 """
 
+from hcsgraph.io.atomic import StorageWriteError
 from hcsgraph.io.base import StorageBackend, StorageRegistry, storage_registry
 from hcsgraph.io.errors import (
     PathEscapeError,
@@ -35,6 +36,7 @@ __all__ = [
     "StorageNotADirectoryError",
     "StorageReadError",
     "StorageRegistry",
+    "StorageWriteError",
     "UnknownBackendError",
     "UnsupportedDataError",
     "storage_registry",

@@ -470,7 +470,8 @@ class _Compile:
 
     def emit_writes_and_stores(self, state: OutputState) -> None:
         """Write tasks, one per chunk owner's set of groups; the stores' metadata in a thread meanwhile."""
-        os.makedirs(self.layout.root, exist_ok=True)
+        if not self.layout.inline_zarr:
+            os.makedirs(self.layout.root, exist_ok=True)
         layouts = list(self.layout.all_layouts())
         for target in layouts:
             target.plan(self.index)

@@ -92,15 +92,17 @@ class OutputState:
 
     # -- what is there ---------------------------------------------------------------------
     def _earlier_manifest(self) -> dict[str, Any] | None:
-        for path in (os.path.join(self.layout.state_dir, START_RECORD), self.layout.manifest_path):
+        """The earlier run's manifest and start record merged (the start record wins); None if neither."""
+        found: dict[str, Any] | None = None
+        for path in (self.layout.manifest_path, os.path.join(self.layout.state_dir, START_RECORD)):
             try:
                 with open(path, encoding="utf-8") as fh:
                     data = json.load(fh)
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict):
-                return data
-        return None
+                found = {**(found or {}), **data}
+        return found
 
     def _artifacts(self, earlier: dict[str, Any] | None) -> list[str]:
         names = self.layout.existing_artifacts(self.pipeline)

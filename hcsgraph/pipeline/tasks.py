@@ -475,11 +475,10 @@ def write_group(ctx: GroupContext, spec: WriteSpec, *sources: Any) -> WriteRecei
         if spec.backend == "zarr":
             _write_zarr(ctx, spec, planes)
         else:
-            from hcsgraph.io import FileManager
+            from hcsgraph.io.tiff import write_tiff_atomic
 
-            fm = FileManager()
             for target, plane in zip(spec.targets, planes, strict=True):
-                fm.save_array(np.ascontiguousarray(plane), target.tiff_path, "disk", overwrite=True)
+                write_tiff_atomic(target.tiff_path, plane)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings: dict[str, float] = {}

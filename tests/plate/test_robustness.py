@@ -75,7 +75,7 @@ def test_every_sampled_file_unreadable_fails_only_on_access(tmp_path, tiff):
     index = open_plate(tmp_path)  # does not fail
     assert len(_kinds(index, UNREADABLE)) == 2
     with pytest.raises(PlateLayoutError, match=r"image shape of plate .*P_A01_s1_w1.tif"):
-        index.image_shape
+        _ = index.image_shape
 
 
 def test_phenix_image_size_from_the_index(tmp_path, tiff, harmony_index):

@@ -1,0 +1,169 @@
+"""Ordinary hostile conditions: outputs over inputs, two runs on one output, replacing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from hcsgraph import FunctionStep, GlobalPipelineConfig, Pipeline, StepMaterializationConfig, VFSConfig
+from hcsgraph.pipeline.errors import OutputExistsError, PipelineCompileError
+from hcsgraph.pipeline.guard import OutputLockedError, lock_path
+from hcsgraph.plate.synthetic import make_plate
+
+SMOOTH = Pipeline([FunctionStep("gaussian_filter", sigma=1)], name="smooth")
+
+
+def tree_digest(root) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = fh.read()
+    return out
+
+
+def test_an_output_that_is_the_input_plate_is_refused(fresh_plate, tmp_path):
+    converted = SMOOTH.compile(fresh_plate.path, tmp_path / "in.ome.zarr").compute(scheduler="threads")
+    before = tree_digest(converted.output)
+    with pytest.raises(PipelineCompileError, match="is the input plate"):
+        SMOOTH.compile(converted.output, converted.output, overwrite=True)
+    assert tree_digest(converted.output) == before
+    with pytest.raises(PipelineCompileError, match="is the input plate"):
+        SMOOTH.compile(fresh_plate.path, fresh_plate.path, overwrite=True)
+
+
+def test_an_output_inside_or_around_the_input_is_refused(fresh_plate, tmp_path):
+    before = tree_digest(fresh_plate.path)
+    with pytest.raises(PipelineCompileError, match="inside the input plate"):
+        SMOOTH.compile(fresh_plate.path, os.path.join(fresh_plate.path, "results"))
+    with pytest.raises(PipelineCompileError, match="contains the input plate"):
+        SMOOTH.compile(fresh_plate.path, os.path.dirname(fresh_plate.path), overwrite=True)
+    assert tree_digest(fresh_plate.path) == before
+    assert not os.path.exists(os.path.join(fresh_plate.path, "results"))
+
+
+def test_overwrite_never_removes_what_hcsgraph_did_not_write(fresh_plate, tmp_path):
+    out = tmp_path / "o"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "precious.tif").write_bytes(b"not ours")
+    with pytest.raises(OutputExistsError, match="did not write"):
+        SMOOTH.compile(fresh_plate.path, out, overwrite=True)
+    assert (out / "images" / "precious.tif").read_bytes() == b"not ours"
+    assert not os.path.exists(lock_path(str(out)))
+
+
+def test_overwrite_keeps_the_earlier_results_when_the_new_compile_fails(fresh_plate, tmp_path):
+    out = tmp_path / "o"
+    SMOOTH.compile(fresh_plate.path, out).compute(scheduler="threads")
+    before = tree_digest(out)
+    broken = Pipeline([
+        FunctionStep("gaussian_filter", materialize=StepMaterializationConfig("x", backend="disk")),
+        FunctionStep("gaussian_filter", materialize=StepMaterializationConfig("x", backend="zarr")),
+    ], name="broken")
+    with pytest.raises(PipelineCompileError, match="different backends"):
+        broken.compile(fresh_plate.path, out, overwrite=True)
+    assert tree_digest(out) == before
+    assert sorted(os.listdir(out)) == sorted([".hcsgraph", "plate.ome.zarr", "run.json"])
+
+
+def test_overwrite_replaces_earlier_tables(fresh_plate, tmp_path):
+    out = tmp_path / "o"
+    counting = Pipeline([FunctionStep("threshold_otsu"), FunctionStep("label"), FunctionStep("count_cells")],
+                        name="count")
+    counting.compile(fresh_plate.path, out).compute(scheduler="threads")
+    assert (out / "cell_counts.csv").exists()
+    SMOOTH.compile(fresh_plate.path, out, overwrite=True).compute(scheduler="threads")
+    assert not (out / "cell_counts.csv").exists()
+    assert not (out / "cell_counts").exists()
+    assert json.loads((out / "run.json").read_text())["pipeline"]["name"] == "smooth"
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from hcsgraph import FunctionStep, Pipeline
+    plate, out, ready = sys.argv[1:4]
+    graph = Pipeline([FunctionStep("gaussian_filter", sigma=1)], name="first").compile(plate, out)
+    open(ready, "w").write("compiled")
+    time.sleep(120)
+""")
+
+
+def test_two_runs_on_one_output_the_second_fails_at_once(fresh_plate, tmp_path):
+    out = tmp_path / "o"
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, fresh_plate.path, str(out), str(ready)])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert holder.poll() is None, "the first run died"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with pytest.raises(OutputLockedError, match=rf"in use by run \w+ \(first, pid {holder.pid}"):
+            SMOOTH.compile(fresh_plate.path, out, overwrite=True)
+        second = subprocess.run(
+            [sys.executable, "-c", "import sys; from hcsgraph import FunctionStep, Pipeline;"
+             "Pipeline([FunctionStep('gaussian_filter')], name='second').compile(sys.argv[1], sys.argv[2],"
+             " overwrite=True)", fresh_plate.path, str(out)],
+            capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and "in use by run" in second.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone: the lock is stale and taken over
+    result = SMOOTH.compile(fresh_plate.path, out, overwrite=True).compute(scheduler="threads")
+    assert result.ok
+    assert not os.path.exists(lock_path(str(out)))
+
+
+def test_a_graph_whose_output_was_taken_over_writes_nothing(fresh_plate, tmp_path):
+    out = tmp_path / "o"
+    stale = SMOOTH.compile(fresh_plate.path, out, GlobalPipelineConfig(on_error="continue"))
+    current = Pipeline([FunctionStep("gaussian_filter", sigma=3)], name="smooth").compile(
+        fresh_plate.path, out, overwrite=True)
+    with pytest.raises(Exception, match="no longer owns the output"):
+        stale.compute(scheduler="threads")
+    assert not os.path.exists(out / ".hcsgraph" / "wells")
+    result = current.compute(scheduler="threads")
+    assert result.ok
+    plane = zarr.open_array(os.path.join(result.image_store, "A", "1", "0", "0"), mode="r")[0, 0, 0]
+    assert np.asarray(plane).any()
+    assert json.loads((out / "run.json").read_text())["pipeline"]["steps"][0]["functions"]["*"][0]["kwargs"] == {
+        "sigma": "3"}
+
+
+def test_output_folders_follow_the_umask(fresh_plate, tmp_path):
+    old = os.umask(0o022)
+    try:
+        result = SMOOTH.compile(fresh_plate.path, tmp_path / "o").compute(scheduler="threads")
+        disk_config = GlobalPipelineConfig(vfs=VFSConfig(materialization_backend="disk"))
+        disk = SMOOTH.compile(fresh_plate.path, tmp_path / "d", disk_config).compute(scheduler="threads")
+    finally:
+        os.umask(old)
+    for folder in (result.output, result.image_store, os.path.join(result.image_store, "A"),
+                   disk.image_store, os.path.join(result.output, ".hcsgraph")):
+        assert os.stat(folder).st_mode & 0o777 == 0o755, folder
+    assert os.stat(os.path.join(result.output, "run.json")).st_mode & 0o777 == 0o644
+    tiff = os.path.join(disk.image_store, "A01", os.listdir(os.path.join(disk.image_store, "A01"))[0])
+    assert os.stat(tiff).st_mode & 0o777 == 0o644
+
+
+@pytest.fixture()
+def second_plate(tmp_path):
+    return make_plate(tmp_path / "plate2", n_wells=1, sites=1, channels=1, size=(32, 32), seed=2)
+
+
+def test_a_lock_of_another_host_is_respected(second_plate, tmp_path):
+    out = tmp_path / "o"
+    with open(lock_path(str(out)), "w") as fh:
+        json.dump({"run_id": "abc", "pipeline": "theirs", "host": "elsewhere.example", "pid": 1}, fh)
+    with pytest.raises(OutputLockedError, match="elsewhere.example"):
+        SMOOTH.compile(second_plate.path, out)
