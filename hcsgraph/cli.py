@@ -198,8 +198,7 @@ def _compute(graph: Any, client: Any) -> Any:
     try:
         return run_graph(graph, client=client)
     except StepExecutionError as exc:
-        raise CLIError(f"{cli_words(str(exc))}; the run stopped there (--on-error continue runs the other wells, "
-                       "--resume keeps the wells that finished)") from exc
+        raise CLIError(f"{cli_words(str(exc))}; the run stopped (--on-error continue runs past failures)") from exc
     except PipelineError as exc:
         raise CLIError(cli_words(str(exc))) from exc
 
@@ -209,14 +208,15 @@ def _report_failures(result: Any, unit: str = "wells") -> None:
     if result.ok:
         return
     for failure in result.failures[:10]:
-        click.echo(f"FAILED {failure['well']} {failure['step']}: {failure['message']}")
+        group = f" ({failure['group']})" if failure.get("group") else ""
+        click.echo(f"FAILED {failure['well']}{group} step {failure['step']!r}: {failure['message']}")
     if len(result.failures) > 10:
         click.echo(f"... and {len(result.failures) - 10} more in {result.manifest}")
     wells = result.wells
     failed = int((wells["status"] == "failed").sum()) if len(wells) else 0
     failed = failed or len({f["well"] for f in result.failures})
-    raise CLIError(f"{failed} of {len(wells)} {unit} failed ({len(result.failures)} failed groups; "
-                   f"see {result.manifest}); --resume reruns only the wells that did not finish")
+    raise CLIError(f"{failed} of {len(wells)} {unit} failed ({len(result.failures)} groups; see {result.manifest}); "
+                   "--resume reruns only the unfinished wells")
 
 
 @main.command(epilog=EXIT_STATUS)

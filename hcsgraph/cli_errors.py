@@ -99,7 +99,7 @@ class Session:
     def annotate(self, message: str) -> str:
         """``message`` with the log file named, when the log holds something."""
         if self.log_has_content and not self.verbose:
-            return f"{message} (details in {self.log_path}; --verbose shows them here)"
+            return f"{message} (details: {self.log_path})"
         return message
 
 

@@ -203,7 +203,7 @@ def _merge_earlier_tables(spec: Any, tables: dict[str, pd.DataFrame], earlier: d
                           ) -> dict[str, pd.DataFrame]:
     """Each table with the earlier run's rows of the wells this run kept (skipped)."""
     kept = set(spec.skipped)
-    names = set(tables) | set((earlier.get("special_outputs") or {}))
+    names = set(tables) | set(earlier.get("special_outputs") or {})
     out = {}
     for name in sorted(names):
         table = tables.get(name, pd.DataFrame())

@@ -8,6 +8,7 @@ never through the client. Under ``on_error="continue"`` a failing task returns a
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ def _sizeof_step_output(obj: StepOutput) -> int:
 def _fail(ctx: GroupContext, exc: BaseException, files: tuple[str, ...] = ()) -> Failure:
     """Turn an exception into a Failure (continue) or a StepExecutionError (stop)."""
     files = files or ctx.files
+    filename = getattr(exc, "filename", None)
+    if not files and isinstance(filename, str | os.PathLike):
+        files = (os.fspath(filename),)
     if isinstance(exc, StepExecutionError):
         message, files = exc.reason, exc.files or files
     else:
@@ -596,5 +600,11 @@ def finalize_well(
 
         if guard is not None:
             guard.check()
-        write_json_atomic(marker_path, {"well": ctx.well, "status": "complete", "planes": status.planes})
+        try:
+            write_json_atomic(marker_path, {"well": ctx.well, "status": "complete", "planes": status.planes})
+        except OSError as exc:
+            failure = _fail(ctx, exc)  # raises under on_error="stop"
+            status.status = "failed"
+            status.errors.append({"step": failure.step, "group": "", "message": failure.message,
+                                  "files": list(failure.files)})
     return status

@@ -167,3 +167,26 @@ def test_a_lock_of_another_host_is_respected(second_plate, tmp_path):
         json.dump({"run_id": "abc", "pipeline": "theirs", "host": "elsewhere.example", "pid": 1}, fh)
     with pytest.raises(OutputLockedError, match="elsewhere.example"):
         SMOOTH.compile(second_plate.path, out)
+
+
+def test_a_full_disk_while_writing_tiffs_names_the_file_and_leaves_no_temporary(tmp_path):
+    from tests.fulldisk import fill, mounted_tmpfs
+
+    plate = make_plate(tmp_path / "plate", n_wells=2, sites=2, channels=1, size=(96, 96), seed=5)
+    config = GlobalPipelineConfig(vfs=VFSConfig(materialization_backend="disk"), on_error="continue")
+    with mounted_tmpfs(tmp_path / "disk", size="1m") as disk:
+        graph = SMOOTH.compile(plate.path, disk / "o", config)
+        fill(disk, leave=30_000)  # room for one 18 KiB plane
+        try:
+            result = graph.compute(scheduler="sync")
+        except OSError as exc:  # run.json itself did not fit: the error names it
+            assert "no space left on device" in str(exc) and "run.json" in str(exc)
+        else:
+            assert not result.ok
+            messages = [f["message"] for f in result.failures]
+            assert any("no space left on device" in m for m in messages), messages
+            assert all(f["files"] for f in result.failures)
+            assert any(f["files"][0].endswith(".tif") for f in result.failures)
+        leftovers = [os.path.join(d, n) for d, _, names in os.walk(disk) for n in names
+                     if "tmp" in n and n != "filler.bin"]
+        assert leftovers == []

@@ -274,7 +274,7 @@ def test_dict_step_that_changes_one_channel_dtype_is_promoted(plate, tmp_path):
     from tifffile import imread
 
     index = plate.index if hasattr(plate, "index") else None
-    for path, array in data.items():
+    for array in data.values():
         assert array.dtype == np.int32
         assert array[0, 0].max() < 1000  # labels
     # channel 2 passed through unchanged
