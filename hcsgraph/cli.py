@@ -99,7 +99,7 @@ def load_pipeline_file(path: str) -> Any:
             pipeline = module.build_pipeline()
     except Exception as exc:  # noqa: BLE001
         session().write_traceback(exc)
-        raise CLIError(f"pipeline file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+        raise CLIError(f"pipeline file {path} failed to load: {type(exc).__name__}: {exc}", log=True) from exc
     if not isinstance(pipeline, Pipeline):
         raise CLIError(f"pipeline file {path} must define `pipeline = Pipeline([...])` or `build_pipeline()`")
     return pipeline
@@ -198,9 +198,10 @@ def _compute(graph: Any, client: Any) -> Any:
     try:
         return run_graph(graph, client=client)
     except StepExecutionError as exc:
-        raise CLIError(f"{cli_words(str(exc))}; the run stopped (--on-error continue runs past failures)") from exc
+        raise CLIError(f"{cli_words(str(exc))}; the run stopped (--on-error continue runs past failures)",
+                       log=True) from exc
     except PipelineError as exc:
-        raise CLIError(cli_words(str(exc))) from exc
+        raise CLIError(cli_words(str(exc)), log=True) from exc
 
 
 def _report_failures(result: Any, unit: str = "wells") -> None:
@@ -216,7 +217,7 @@ def _report_failures(result: Any, unit: str = "wells") -> None:
     failed = int((wells["status"] == "failed").sum()) if len(wells) else 0
     failed = failed or len({f["well"] for f in result.failures})
     raise CLIError(f"{failed} of {len(wells)} {unit} failed ({len(result.failures)} groups; see {result.manifest}); "
-                   "--resume reruns only the unfinished wells")
+                   "--resume reruns only the unfinished wells", log=True)
 
 
 @main.command(epilog=EXIT_STATUS)
@@ -244,7 +245,7 @@ def demo(wells: int, sites: int, channels: int, size: int, seed: int, backend: s
             from hcsgraph.pipeline import PipelineError
 
             if isinstance(exc, PipelineError):
-                raise CLIError(cli_words(str(exc))) from exc
+                raise CLIError(cli_words(str(exc)), log=True) from exc
             raise
     result, table = report.result, report.comparison
     per_well = table.groupby("well").agg(truth=("truth", "sum"), detected=("detected", "sum"))
@@ -311,7 +312,7 @@ def info(plate: str, pattern: str | None) -> None:
     except Exception as exc:  # noqa: BLE001 - an unreadable first image
         session().write_traceback(exc)
         raise CLIError(f"plate {plate}: cannot read the image shape from its first image: "
-                       f"{type(exc).__name__}: {exc}") from exc
+                       f"{type(exc).__name__}: {exc}", log=True) from exc
     click.echo(repr(index))
     table = index.table
     click.echo(f"images: {len(table)}  wells: {len(index.wells)}  sites: {table['site'].nunique()}  "
@@ -356,7 +357,7 @@ def convert(plate: str, output: str, overwrite: bool, resume: bool, pattern: str
         result = _compute(graph, client)
     skipped = int((result.wells["status"] == "skipped").sum()) if len(result.wells) else 0
     if skipped:
-        click.echo(f"Kept {skipped} wells an earlier conversion completed")
+        click.echo(f"Kept {skipped} well{'s' if skipped != 1 else ''} an earlier conversion completed")
     click.echo(f"Wrote {result.image_store}")
     _report_failures(result)
 

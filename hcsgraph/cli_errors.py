@@ -24,9 +24,13 @@ _META_KEY = "hcsgraph.cli.session"
 
 
 class CLIError(click.ClickException):
-    """An error shown as one clear line, exit code 2."""
+    """An error shown as one clear line, exit code 2; ``log=True`` names the log file in it."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, log: bool = False) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 class Session:
@@ -157,9 +161,10 @@ def cli_words(message: str, pipeline_file: str | None = None) -> str:
     if pipeline_file:
         # Step settings are written in the pipeline file: say where.
         message = re.sub(
-            r"\bset (output_dtype)=? on (the (?:last )?step)",
-            rf"set \1=... on \2 in {pipeline_file}",
+            r"\b(set) output_dtype=? on the( last)? step",
+            lambda m: f"{m.group(1)} output_dtype=... on the{m.group(2) or ''} step in {pipeline_file}",
             message,
+            flags=re.IGNORECASE,
         )
     return message
 
@@ -177,7 +182,9 @@ class Group(click.Group):
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             raise CLIError(one_line(f"{exc.format_message()} (see: {where} -h)")) from exc
         except click.ClickException as exc:
-            message = session(ctx).annotate(one_line(exc.format_message()))
+            message = one_line(exc.format_message())
+            if getattr(exc, "log", True):
+                message = session(ctx).annotate(message)
             if isinstance(exc, CLIError):
                 exc.message = message
                 raise

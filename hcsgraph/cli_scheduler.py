@@ -226,18 +226,20 @@ def _not_dask(address: str, data: bytes) -> str:
 def _client_within(address: str, timeout: float, deadline: float) -> Any:
     """``Client(address)`` made in a helper thread, given up on at the deadline (plus a little)."""
     from distributed import Client
+    from distributed.client import ensure_default_client
 
     outcome: dict[str, Any] = {}
 
     def make() -> None:
         try:
-            outcome["client"] = Client(address, timeout=max(_left(deadline), 1.0))
+            # Not the default client until it is connected: one given up on must not delay the exit.
+            outcome["client"] = Client(address, timeout=max(_left(deadline), 1.0), set_as_default=False)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             outcome["error"] = exc
 
     thread = threading.Thread(target=make, name="hcsgraph-connect", daemon=True)
     thread.start()
-    thread.join(_left(deadline) + 5.0)
+    thread.join(_left(deadline) + 1.0)
     if thread.is_alive():
         raise CLIError(f"the scheduler at {address} did not finish the connection within {timeout:g} s "
                        "(a busy scheduler may need a longer --timeout)")
@@ -246,4 +248,6 @@ def _client_within(address: str, timeout: float, deadline: float) -> Any:
         if isinstance(error, OSError | TimeoutError):
             raise CLIError(f"cannot reach the scheduler at {address} within {timeout:g} s: {error}") from error
         raise error
-    return outcome["client"]
+    client = outcome["client"]
+    ensure_default_client(client)  # what compile asks for the cluster's GPU workers
+    return client

@@ -20,7 +20,7 @@ from hcsgraph.gpu.oom import (
     summarize_recoveries,
 )
 from hcsgraph.gpu.plugin import GPUWorkerPlugin
-from hcsgraph.gpu.streams import get_stream, synchronize_stream, task_stream
+from hcsgraph.gpu.streams import get_stream, synchronize_stream, task_stream, task_streams
 
 __all__ = [
     "GPU_RESOURCE",
@@ -43,6 +43,7 @@ __all__ = [
     "summarize_recoveries",
     "synchronize_stream",
     "task_stream",
+    "task_streams",
     "visible_gpus",
 ]
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("hcsgraph.gpu")
@@ -172,7 +173,12 @@ def select_device(device_id: int | None = None) -> DeviceInfo:
 
 
 def current_device_info() -> DeviceInfo | None:
-    """The :class:`DeviceInfo` of the worker running the current task, or None outside a worker."""
+    """The :class:`DeviceInfo` of the worker running the current task, or None outside a worker.
+
+    Cheap: where ``distributed`` is not imported there is no worker, and nothing is imported.
+    """
+    if "distributed" not in sys.modules:
+        return None
     try:
         from distributed import get_worker
 

@@ -580,7 +580,7 @@ def _replace_json(file: Path, document: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(json.dumps(document, indent=2).encode())
+            handle.write(json.dumps(document).encode())  # no indent: the C encoder, ~10x faster
         os.replace(tmp, file)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from hcsgraph.plate import imagexpress, omezarr, operaphenix
+from hcsgraph.plate import cellvoyager, imagexpress, omezarr, operaphenix
 from hcsgraph.plate import pattern as pattern_layout
 from hcsgraph.plate.index import PlateIndex, PlateLayoutError
 from hcsgraph.plate.problems import summarize
@@ -16,12 +16,13 @@ from hcsgraph.plate.scan import scan_files
 LOOKED_FOR = (
     "an OME-Zarr HCS plate (zarr.json or .zattrs with 'plate' metadata), "
     "an Opera Phenix/Operetta index (Index.idx.xml or Index.xml, also under Images/), "
+    "a Yokogawa CellVoyager MeasurementData.mlf, "
     "an ImageXpress .HTD file or file names like A01_s1_w1.tif"
 )
 
 
 def open_plate(path: str | os.PathLike, pattern: str | re.Pattern | None = None) -> PlateIndex:
-    """Index the plate at ``path``: ImageXpress, Opera Phenix/Operetta, OME-Zarr (0.4/0.5), or ``pattern``.
+    """Index the plate at ``path``: ImageXpress, Opera Phenix/Operetta, CellVoyager, OME-Zarr (0.4/0.5), or ``pattern``.
 
     ``pattern`` is a regular expression with named groups (``well`` or ``row`` + ``column``; optional
     ``site``, ``channel``, ``z``, ``t``) for any other layout; see :mod:`hcsgraph.plate.pattern`.
@@ -45,6 +46,8 @@ def _parse(root: Path, pattern: str | re.Pattern | None) -> PlateIndex:
         return pattern_layout.parse(root, pattern, scan)
     if operaphenix.looks_like(root):
         return operaphenix.parse(root, scan)
+    if cellvoyager.looks_like(root):
+        return cellvoyager.parse(root, scan)
     if imagexpress.looks_like(root, scan):
         return imagexpress.parse(root, scan)
     found = "; ".join(summarize(scan.problems))

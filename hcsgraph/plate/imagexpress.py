@@ -16,6 +16,7 @@ plane of the stack: they are kept out of ``PlateIndex.table`` and listed in ``Pl
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -50,16 +51,18 @@ MAX_COLUMNS = 48  # a 1536-well plate: rows A..AF, columns 1..48
 
 def find_htd(root: Path) -> Path | None:
     """The plate's ``.HTD`` file in ``root`` or one folder below it (e.g. ``TimePoint_1``), if any."""
-    def listing(directory: Path) -> list[Path]:
+    def listing(directory: Path) -> list[os.DirEntry]:
         try:
-            return sorted(directory.iterdir())
+            with os.scandir(directory) as entries:
+                return list(entries)
         except OSError:  # an unreadable folder: the file scan reports it
             return []
 
-    for directory in (root, *(p for p in listing(root) if p.is_dir() and not p.name.startswith("."))):
-        candidates = [p for p in listing(directory) if p.suffix.lower() == ".htd" and p.is_file()]
+    folders = sorted(e.name for e in listing(root) if not e.name.startswith(".") and e.is_dir())
+    for directory in (root, *(root / name for name in folders)):
+        candidates = sorted(e.name for e in listing(directory) if e.name.lower().endswith(".htd") and e.is_file())
         if candidates:
-            return candidates[0]
+            return directory / candidates[0]
     return None
 
 
@@ -165,10 +168,10 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
         if parts["prefix"]:
             prefixes.add(parts["prefix"])
         if parts["z"] is None and folder_z == 0:  # ZStep_0: a projection, not a plane of the stack
-            projections.append((parts["well"], site, channel, 0, t, str(root / rel)))
+            projections.append((parts["well"], site, channel, 0, t, os.path.join(root_text, rel)))
             continue
         z = int(parts["z"]) if parts["z"] else (folder_z or 1)
-        records.append((parts["well"], site, channel, z, t, str(root / rel)))
+        records.append((parts["well"], site, channel, z, t, os.path.join(root_text, rel)))
     problems = list(scan.problems)
     if not records and projections:
         problems.append(PlateProblem(PROJECTIONS_ONLY, "ZStep_0", "the plate holds only ZStep_0 projections; "

@@ -183,7 +183,7 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
             continue
         g = match.groupdict()
         records.append((well_name(int(g["row"]), int(g["column"])), int(g["site"]), int(g["channel"]),
-                        int(g["z"]), int(g["t"]), str(root / rel)))
+                        int(g["z"]), int(g["t"]), os.path.join(root_text, rel)))
     table = build_table(records)
     return PlateIndex(
         table,

@@ -25,7 +25,7 @@ import tifffile
 
 from hcsgraph.plate.index import PlateIndex, row_letter, row_number, split_well
 
-LAYOUTS = ("imagexpress", "operaphenix")
+LAYOUTS = ("imagexpress", "operaphenix", "cellvoyager")
 PLATE_FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 GROUND_TRUTH_CSV = "ground_truth.csv"
 GROUND_TRUTH_JSON = "ground_truth.json"
@@ -182,9 +182,10 @@ def make_plate(
 ) -> SyntheticPlate:
     """Write a synthetic plate to ``path`` (a new or empty directory) and return it with its ground truth.
 
-    ``layout`` is ``"imagexpress"`` (``<name>.HTD``, ``TimePoint_<t>[/ZStep_<z>]/<name>_A01_s1_w1.tif``) or
-    ``"operaphenix"`` (``Images/Index.idx.xml``, ``Images/r01c01f01p01-ch1sk1fk1fl1.tiff``). Wells default
-    to ``("A01", "A02")``.
+    ``layout`` is ``"imagexpress"`` (``<name>.HTD``, ``TimePoint_<t>[/ZStep_<z>]/<name>_A01_s1_w1.tif``),
+    ``"operaphenix"`` (``Images/Index.idx.xml``, ``Images/r01c01f01p01-ch1sk1fk1fl1.tiff``) or
+    ``"cellvoyager"`` (``MeasurementData.mlf``, ``MeasurementDetail.mrf``,
+    ``<name>_A01_T0001F001L01A01Z01C01.tif``). Wells default to ``("A01", "A02")``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
@@ -239,6 +240,8 @@ def make_plate(
     channel_map = {i: n for i, n in enumerate(names, 1)}
     if layout == "imagexpress":
         _write_htd(root / f"{plate_name}.HTD", plate_name, well_list, plate_format, sites, names, z, t)
+    elif layout == "cellvoyager":
+        _write_cellvoyager(root, truth, names, pixel_size_um, shape)
     else:
         _write_phenix_index(image_dir / "Index.idx.xml", plate_name, truth, plate_format, names, pixel_size_um, shape)
     _write_atomic(root / GROUND_TRUTH_JSON, json.dumps({
@@ -256,6 +259,8 @@ def _image_path(image_dir: Path, layout: str, plate: str, well: str, site: int, 
         if n_z > 1:
             folder = folder / f"ZStep_{zp}"
         return folder / f"{plate}_{well}_s{site}_w{channel}.tif"
+    if layout == "cellvoyager":
+        return image_dir / f"{plate}_{well}_T{tp:04d}F{site:03d}L01A01Z{zp:02d}C{channel:02d}.tif"
     row, col = split_well(well)
     return image_dir / f"r{row_number(row):02d}c{col:02d}f{site:02d}p{zp:02d}-ch{channel}sk{tp}fk1fl1.tiff"
 
@@ -313,3 +318,35 @@ def _write_phenix_index(path: Path, plate: str, truth: pd.DataFrame, plate_forma
         )
     parts.append("</Images></EvaluationInputData>")
     _write_atomic(path, "\n".join(parts) + "\n")
+
+
+_BTS = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
+
+
+def _write_cellvoyager(root: Path, truth: pd.DataFrame, names: list[str], pixel_size_um: float,
+                       shape: tuple[int, int]) -> None:
+    """``MeasurementData.mlf`` (one IMG record per file) and ``MeasurementDetail.mrf`` (one entry per channel)."""
+    records = []
+    for rec in truth.itertuples(index=False):
+        r, c = split_well(rec.well)
+        records.append(
+            f'<bts:MeasurementRecord bts:Time="2024-01-01T00:00:00.000+00:00" bts:Column="{c}" '
+            f'bts:Row="{row_number(r)}" bts:FieldIndex="{rec.site}" bts:TimePoint="{rec.t}" bts:TimelineIndex="1" '
+            f'bts:X="0.0" bts:Y="0.0" bts:Value="0" bts:Type="IMG" bts:ZIndex="{rec.z}" bts:Z="{2.0 * rec.z:.1f}" '
+            f'bts:ActionIndex="1" bts:Action="3D" bts:Ch="{rec.channel}">{escape(Path(rec.path).name)}'
+            "</bts:MeasurementRecord>")
+    _write_atomic(root / "MeasurementData.mlf", '<?xml version="1.0" encoding="utf-8"?>\r\n'
+                  f'<bts:MeasurementData xmlns:bts="{_BTS}" bts:Version="1.0">\r\n  '
+                  + "\r\n  ".join(records) + "\r\n</bts:MeasurementData>\r\n")
+    channels = [
+        f'<bts:MeasurementChannel bts:Ch="{i}" bts:HorizontalPixelDimension="{pixel_size_um}" '
+        f'bts:VerticalPixelDimension="{pixel_size_um}" bts:CameraNumber="1" bts:InputBitDepth="16" '
+        f'bts:InputLevel="65535" bts:HorizontalPixels="{shape[1]}" bts:VerticalPixels="{shape[0]}" '
+        f'bts:FilterWheelPosition="{i}" bts:Target="{escape(name, {chr(34): "&quot;"})}" bts:ShadingCorrectionSource="" />'
+        for i, name in enumerate(names, 1)
+    ]
+    _write_atomic(root / "MeasurementDetail.mrf", '<?xml version="1.0" encoding="utf-8"?>\r\n'
+                  f'<bts:MeasurementDetail xmlns:bts="{_BTS}" bts:Version="1.0" bts:OperatorName="hcsgraph" '
+                  f'bts:Title="synthetic" bts:Application="hcsgraph" bts:TimePoints="{truth["t"].max()}" '
+                  f'bts:FieldCount="{truth["site"].max()}" bts:ZCount="{truth["z"].max()}" '
+                  f'bts:TargetSystem="CV8000">\r\n  ' + "\r\n  ".join(channels) + "\r\n</bts:MeasurementDetail>\r\n")

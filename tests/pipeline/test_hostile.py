@@ -190,3 +190,72 @@ def test_a_full_disk_while_writing_tiffs_names_the_file_and_leaves_no_temporary(
         leftovers = [os.path.join(d, n) for d, _, names in os.walk(disk) for n in names
                      if "tmp" in n and n != "filler.bin"]
         assert leftovers == []
+
+
+# -- what already behaved well, kept tested ------------------------------------------------------
+
+
+def slow_copy(stack):
+    """A step slow enough that a worker can be killed while the run goes on."""
+    time.sleep(0.4)
+    return stack.copy()
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_whole(tmp_path):
+    import signal
+
+    from distributed import Client, LocalCluster
+
+    plate = make_plate(tmp_path / "plate", n_wells=4, sites=2, channels=1, size=(32, 32), seed=9)
+    pipeline = Pipeline([FunctionStep(slow_copy, name="slow")], name="slow")
+    expected = pipeline.compile(plate.path, tmp_path / "ref").compute(scheduler="threads")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit="1GiB") as cluster, Client(cluster) as client:
+        future = client.compute(pipeline.compile(plate.path, tmp_path / "o"))
+        time.sleep(1.0)
+        pids = client.run(os.getpid)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        result = future.result(timeout=240)
+    assert result.ok
+    ref, got = zarr.open_group(expected.image_store, mode="r"), zarr.open_group(result.image_store, mode="r")
+    for well in ("A/1", "A/2", "A/3", "A/4"):
+        for field in ("0", "1"):
+            np.testing.assert_array_equal(got[f"{well}/{field}/0"][...], ref[f"{well}/{field}/0"][...])
+
+
+def test_a_zero_byte_file_that_is_not_the_first_fails_its_well_only(tmp_path):
+    plate = make_plate(tmp_path / "plate", n_wells=3, sites=2, channels=1, size=(32, 32), seed=4)
+    from hcsgraph.plate import open_plate
+
+    table = open_plate(plate.path).table
+    bad = table[table["well"] == "A02"].iloc[1]["path"]
+    open(bad, "wb").close()
+    result = SMOOTH.compile(plate.path, tmp_path / "o", on_error="continue").compute(scheduler="threads")
+    status = dict(zip(result.wells["well"], result.wells["status"], strict=True))
+    assert status == {"A01": "complete", "A02": "failed", "A03": "complete"}
+    assert [f["files"] for f in result.failures] == [[bad]]
+
+
+def test_a_full_disk_during_zarr_writes_fails_clearly_and_a_resume_finishes(tmp_path):
+    from tests.fulldisk import FILLER, fill, mounted_tmpfs
+
+    plate = make_plate(tmp_path / "plate", n_wells=3, sites=2, channels=1, size=(96, 96), seed=6)
+    expected = SMOOTH.compile(plate.path, tmp_path / "ref").compute(scheduler="threads")
+    config = GlobalPipelineConfig(on_error="continue")
+    with mounted_tmpfs(tmp_path / "disk", size="1m") as disk:
+        graph = SMOOTH.compile(plate.path, disk / "o", config)
+        fill(disk, leave=20_000)
+        try:
+            result = graph.compute(scheduler="sync")
+            assert not result.ok
+            assert any("No space left on device" in f["message"] or "no space left" in f["message"]
+                       for f in result.failures)
+        except OSError as exc:
+            assert exc.errno == 28
+        os.remove(disk / FILLER)
+        resumed = SMOOTH.compile(plate.path, disk / "o", config, resume=True).compute(scheduler="sync")
+        assert resumed.ok
+        got, ref = zarr.open_group(resumed.image_store, mode="r"), zarr.open_group(expected.image_store, mode="r")
+        for well in ("A/1", "A/2", "A/3"):
+            for field in ("0", "1"):
+                np.testing.assert_array_equal(got[f"{well}/{field}/0"][...], ref[f"{well}/{field}/0"][...])

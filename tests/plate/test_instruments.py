@@ -1,12 +1,13 @@
-"""Instrument variants: Harmony 7+ indexes, MetaXpress single-wavelength and z-stack exports."""
+"""Instrument variants: Harmony 7+ indexes, MetaXpress single-wavelength and z-stack exports, CellVoyager."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hcsgraph.plate import open_plate, read_plane
-from hcsgraph.plate.problems import PROJECTIONS_ONLY
+from hcsgraph.plate import PlateLayoutError, open_plate, read_plane
+from hcsgraph.plate.problems import LISTED_MISSING, PROJECTIONS_ONLY, UNLISTED
+from hcsgraph.plate.synthetic import make_plate
 
 GUID = "A1B2C3D4-E5F6-4A5B-9C8D-0123456789AB"
 
@@ -117,3 +118,73 @@ def test_plate_prefixes_upper_case_and_timepoint_folders(tmp_path, tiff):
     assert index.name == "9987" and index.wells == ["B02", "B03"] and index.timepoints == [1, 2]
     assert len(index) == 4 and index.unrecognized == [] and index.problems == []
     assert index.dtype == np.uint16
+
+
+# -- Yokogawa CellVoyager ---------------------------------------------------------------------------
+
+BTS = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
+
+
+def test_synthetic_cellvoyager_plate(tmp_path):
+    plate = make_plate(tmp_path / "cv", layout="cellvoyager", wells=["B03", "C10"], sites=2, channels=2, z=2, t=2,
+                       size=32, pixel_size_um=0.325, plate_name="AssayPlate_01")
+    index = open_plate(plate.path)
+    assert index.source_format == "cellvoyager" and index.name == "AssayPlate_01"
+    assert index.wells == ["B03", "C10"] and index.sites == [1, 2] and index.channels == [1, 2]
+    assert index.z_planes == [1, 2] and index.timepoints == [1, 2]
+    assert index.channel_names == {1: "DAPI", 2: "GFP"}
+    assert index.pixel_size_um == pytest.approx(0.325) and index.image_shape == (32, 32)
+    assert index.gaps.empty and index.unrecognized == [] and index.problems == []
+    merged = index.table.merge(plate.ground_truth, on=["well", "site", "channel", "z", "t"], suffixes=("", "_gt"))
+    assert len(merged) == len(index) == 2 * 2 * 2 * 2 * 2
+    assert (merged["path"] == merged["path_gt"]).all()
+    assert "_B03_T0002F001L01A01Z02C01.tif" in index.select(well="B03", t=2, site=1, z=2, channel=1)["path"].iloc[0]
+
+
+def _record(name, row, col, field=1, t=1, z=1, ch=1, kind="IMG", extra=""):
+    return (f'<bts:MeasurementRecord bts:Type="{kind}" bts:Row="{row}" bts:Column="{col}" bts:FieldIndex="{field}" '
+            f'bts:TimePointIndex="{t}" bts:ZIndex="{z}" bts:ActionIndex="1" bts:Ch="{ch}"{extra}>{name}'
+            "</bts:MeasurementRecord>")
+
+
+def _mlf(records):
+    return (f'<?xml version="1.0" encoding="utf-8"?><bts:MeasurementData xmlns:bts="{BTS}">'
+            + "".join(records) + "</bts:MeasurementData>")
+
+
+def test_cellvoyager_list_is_the_source_of_truth(tmp_path, tiff):
+    planes = [(f, c) for f in (1, 2) for c in (1, 2)]
+    names = [f"P_B03_T0001F00{f}L01A01Z01C0{c}.tif" for f, c in planes]
+    records = [_record(n, 2, 3, field=f, ch=c) for n, (f, c) in zip(names, planes, strict=True)]
+    records.append(_record("P_B03_T0001F001L01A01Z01C01.tif", 2, 3, kind="ERR"))  # an acquisition error
+    records.append(_record("P_B03_T0001F001L01A02Z00C01.tif", 2, 3, z=0, extra=' bts:ZImageProcessing="MIP"'))
+    (tmp_path / "MeasurementData.mlf").write_text(_mlf(records))
+    (tmp_path / "MeasurementDetail.mrf").write_text(
+        f'<bts:MeasurementDetail xmlns:bts="{BTS}"><bts:MeasurementChannel bts:Ch="1" '
+        'bts:HorizontalPixelDimension="0.65" bts:HorizontalPixels="16" bts:VerticalPixels="8"/>'
+        '<bts:MeasurementChannel bts:Ch="2" bts:HorizontalPixelDimension="0.65" bts:HorizontalPixels="16" '
+        'bts:VerticalPixels="8"/></bts:MeasurementDetail>')
+    for n in names[:-1]:  # the last listed image never reached the disk
+        tiff(tmp_path / n, shape=(8, 16))
+    tiff(tmp_path / "P_B03_T0001F001L01A02Z00C01.tif", shape=(8, 16))
+    tiff(tmp_path / "P_B03_T0001F003L01A01Z01C01.tif", shape=(8, 16))  # on disk, not listed
+    tiff(tmp_path / "SC_BP445-45_40x_M10_CH01.tif", shape=(8, 16))  # a shading-correction image
+    for sidecar in ("MeasurementSetting.mes", "AssayPlate.wpi", "AssayPlate.wpp"):
+        (tmp_path / sidecar).write_text("<x/>")
+    index = open_plate(tmp_path)
+    assert index.source_format == "cellvoyager" and index.name == "P"
+    assert len(index) == 3 and index.sites == [1, 2] and index.pixel_size_um == pytest.approx(0.65)
+    assert index.image_shape == (8, 16)
+    assert [tuple(g) for g in index.gaps.itertuples(index=False)] == [("B03", 2, 2, 1, 1)]
+    assert len(index.projections) == 1 and index.projections["z"].tolist() == [0]
+    kinds = {(p.kind, p.path) for p in index.problems}
+    assert kinds == {(LISTED_MISSING, names[-1]), (UNLISTED, "P_B03_T0001F003L01A01Z01C01.tif"),
+                     (UNLISTED, "SC_BP445-45_40x_M10_CH01.tif")}
+    assert index.unrecognized == []
+
+
+@pytest.mark.parametrize("bad", ["../elsewhere.tif", "/tmp/elsewhere.tif", "C:\\\\data\\\\x.tif"])
+def test_cellvoyager_list_naming_files_outside_is_refused(tmp_path, bad):
+    (tmp_path / "MeasurementData.mlf").write_text(_mlf([_record(bad, 1, 1)]))
+    with pytest.raises(PlateLayoutError, match="not a file name inside the measurement folder"):
+        open_plate(tmp_path)
