@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import os
 import re
 import sys
@@ -190,6 +191,8 @@ class Group(click.Group):
                 raise
             raise CLIError(message) from exc
         except Exception as exc:  # noqa: BLE001 - every failure is one line; the traceback goes to the log
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise  # output piped to a reader that stopped (| head): click ends quietly
             current = session(ctx)
             current.write_traceback(exc)
             text = one_line(str(exc))

@@ -574,6 +574,25 @@ def conversion_table_markdown() -> str:
         lines.append(f"| {memory_type.value} | {', '.join(sorted(dtypes))}{note} |")
     for module, dtypes in _CLE.items():
         lines.append(f"| pyclesperanto (`{module}`) | {', '.join(sorted(dtypes))} |")
+    lines += [
+        "",
+        "## The two pyclesperanto packages",
+        "",
+        "`pyclesperanto` covers the OpenCL arrays of two packages: `pyclesperanto` (>= 0.25) and",
+        "`pyclesperanto_prototype`. Conversions to `pyclesperanto` make arrays of the package hcsgraph",
+        "uses: `pyclesperanto` when it is installed, else the prototype;",
+        "`HCSGRAPH_PYCLESPERANTO=pyclesperanto_prototype` prefers the prototype. The packages' arrays do",
+        "not mix (the prototype's functions reject `pyclesperanto` arrays), so:",
+        "",
+        "- `@pyclesperanto(package=\"prototype\")` (or `package=\"pyclesperanto\"`) declares the package a",
+        "  function is written with; it is then given that package's arrays, through a host copy when",
+        "  the stack belongs to the other package. Without `package=`, a function whose code refers to",
+        "  exactly one of the two packages gets that one's arrays, any other the arrays hcsgraph uses;",
+        "- `convert_to(data, \"pyclesperanto\", package=...)` and `to_pyclesperanto_package(data, package)`",
+        "  make an array of a named package, keeping values, dtype and shape;",
+        "- a function that still fails inside one package with the other's arrays raises",
+        "  `PyclesperantoPackageError`, naming both packages and how to choose.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -45,8 +45,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Module roots of each pyclesperanto package's own code (for references and tracebacks).
 _CLE_CODE_ROOTS = {root: package for root, package in _CLE_PACKAGE_ROOTS.items() if root != "pyopencl"}
-
-
 _CLE_LABELS = {"pyclesperanto": "pyclesperanto (>= 0.25)", "pyclesperanto_prototype": "pyclesperanto_prototype"}
 
 
@@ -93,18 +91,23 @@ def _package_of_value(value: Any) -> str | None:
 
 
 def referenced_pyclesperanto_packages(func: Callable[..., Any]) -> set[str]:
-    """The pyclesperanto packages ``func``'s code refers to (globals, closure, ``import`` statements).
+    """The pyclesperanto packages ``func`` belongs to or its code refers to (globals, closure, imports).
 
-    Looks at names only: imports nothing and calls nothing. Empty for callables without code.
+    Looks at names only: imports nothing and calls nothing. Empty for callables without code
+    from elsewhere.
     """
     try:
         target = inspect.unwrap(func)
     except ValueError:  # a cycle of __wrapped__
         target = func
+    packages = {
+        package
+        for candidate in (func, target)
+        if (package := _CLE_CODE_ROOTS.get(str(getattr(candidate, "__module__", None) or "").partition(".")[0]))
+    }  # a package's own function, decorated directly: @pyclesperanto(cle.gaussian_blur)
     code = getattr(target, "__code__", None)
     if not isinstance(code, CodeType):
-        return set()
-    packages: set[str] = set()
+        return packages
     namespace = getattr(target, "__globals__", {}) or {}
     for current in _code_objects(code):
         for name in current.co_names:
@@ -165,7 +168,8 @@ def _package_mixup(func: Callable[..., Any], stack: Any, exc: Exception) -> Pycl
     first_line = (str(exc).strip().splitlines() or [""])[0]
     if len(first_line) > 160:
         first_line = first_line[:160] + "..."
-    return PyclesperantoPackageError(func.__qualname__, got, failed_in, f"{type(exc).__name__}: {first_line}")
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return PyclesperantoPackageError(name, got, failed_in, f"{type(exc).__name__}: {first_line}")
 
 
 def _declare(

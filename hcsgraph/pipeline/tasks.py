@@ -110,24 +110,11 @@ def load_group(ctx: GroupContext, paths: tuple[str, ...], dtype: str, yx: tuple[
         return _fail(ctx, ValueError("the group has no images"))
     stack = np.empty((len(paths), *yx), dtype=np.dtype(dtype))
     for index, path in enumerate(paths):
-        view = stack[index]
         try:
-            plane = read_plane(path, out=view)
-            if plane is not view:
-                _fit_plane(plane, view, path)
+            read_plane(path, out=stack[index])  # raises, naming the file, when the plane does not fit
         except Exception as exc:  # noqa: BLE001 - reported with the file, well and step
             return _fail(ctx, exc, (path,))
     return StepOutput(stack, timings={ctx.step: time.perf_counter() - start})
-
-
-def _fit_plane(plane: np.ndarray, out: np.ndarray, path: str) -> None:
-    """Copy ``plane`` into ``out``, or raise an error naming the file when it does not fit."""
-    plane = np.asarray(plane)
-    if plane.shape != out.shape:
-        raise ValueError(f"{path}: image of shape {plane.shape}, the plate's images are {out.shape}")
-    if plane.dtype != out.dtype and not np.can_cast(plane.dtype, out.dtype, casting="safe"):
-        raise ValueError(f"{path}: image of dtype {plane.dtype}, the plate's images are {out.dtype}")
-    out[...] = plane
 
 
 # ---------------------------------------------------------------------------------------------

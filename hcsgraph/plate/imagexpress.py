@@ -58,9 +58,16 @@ def find_htd(root: Path) -> Path | None:
         except OSError:  # an unreadable folder: the file scan reports it
             return []
 
-    folders = sorted(e.name for e in listing(root) if not e.name.startswith(".") and e.is_dir())
+    def kind(entry: os.DirEntry, test: str) -> bool:
+        try:
+            return getattr(entry, test)()
+        except OSError:  # a symlink loop: the file scan reports it
+            return False
+
+    folders = sorted(e.name for e in listing(root) if not e.name.startswith(".") and kind(e, "is_dir"))
     for directory in (root, *(root / name for name in folders)):
-        candidates = sorted(e.name for e in listing(directory) if e.name.lower().endswith(".htd") and e.is_file())
+        candidates = sorted(e.name for e in listing(directory)
+                            if e.name.lower().endswith(".htd") and kind(e, "is_file"))
         if candidates:
             return directory / candidates[0]
     return None
@@ -144,6 +151,7 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
     """Index an ImageXpress plate directory (``scan``: its files, when already listed)."""
     root = Path(root)
     scan = scan or scan_files(root)
+    root_text = str(root)
     htd_path = find_htd(root)
     meta = htd_metadata(parse_htd(htd_path)) if htd_path else None
     records, projections, unrecognized, prefixes = [], [], [], set()

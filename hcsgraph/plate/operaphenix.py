@@ -13,6 +13,7 @@ index has them (``<Maps>`` entries or ``<Image>`` elements). The index may start
 
 from __future__ import annotations
 
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -173,6 +174,7 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
         raise PlateLayoutError(f"no {' or '.join(INDEX_NAMES)} in {root} or {root / 'Images'}")
     meta = parse_index(index_path)
     scan = scan or scan_files(root)
+    root_text = str(root)
     records, unrecognized = [], []
     for rel in scan.files:
         name = rel.rpartition("/")[2]

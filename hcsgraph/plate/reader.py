@@ -61,11 +61,16 @@ def _describe(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return f"{'x'.join(str(int(n)) for n in shape)} {np.dtype(dtype).name}"
 
 
-def check_plane(path: str, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None) -> None:
-    """Raise :class:`PlateReadError` naming ``path`` when a plane of ``shape``/``dtype`` does not fit ``out``."""
+def check_plane(path: str, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None,
+                casting: str = "safe") -> None:
+    """Raise :class:`PlateReadError` naming ``path`` when a plane of ``shape``/``dtype`` does not fit ``out``.
+
+    It fits when the shapes are equal and ``dtype`` casts to ``out.dtype`` under ``casting`` (``"safe"``:
+    without loss, e.g. uint8 into uint16; ``"no"``: only the same dtype).
+    """
     if out is None:
         return
-    if tuple(shape) != tuple(out.shape) or np.dtype(dtype) != out.dtype:
+    if tuple(shape) != tuple(out.shape) or not np.can_cast(np.dtype(dtype), out.dtype, casting=casting):
         raise PlateReadError(path, f"the image is {_describe(shape, dtype)}, but the plate's planes are "
                                    f"{_describe(out.shape, out.dtype)}; the file does not match the expected plane")
 
@@ -102,13 +107,13 @@ def _tiff_error(path: str, exc: Exception) -> PlateReadError:
     return PlateReadError(path, f"not a readable TIFF, truncated or corrupt ({type(exc).__name__}: {exc})")
 
 
-def _read_tiff(path: str, out: np.ndarray | None = None) -> np.ndarray:
+def _read_tiff(path: str, out: np.ndarray | None = None, casting: str = "safe") -> np.ndarray:
     size = _check_size(path)
     try:
         with tifffile.TiffFile(path) as tif:
             page, shape, dtype = _tiff_page(tif, path, size)
-            check_plane(path, shape, dtype, out)
-            if out is not None and tuple(page.shape) == out.shape:
+            check_plane(path, shape, dtype, out, casting)
+            if out is not None and tuple(page.shape) == out.shape and dtype == out.dtype:
                 page.asarray(out=out)
                 return out
             data = page.asarray().reshape(shape)
@@ -124,12 +129,14 @@ def _read_tiff(path: str, out: np.ndarray | None = None) -> np.ndarray:
     return data
 
 
-def read_plane(path: str | os.PathLike, out: np.ndarray | None = None) -> np.ndarray:
-    """One 2D plane with its stored dtype: a TIFF file or an OME-Zarr plane reference.
+def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, casting: str = "safe") -> np.ndarray:
+    """One 2D plane: a TIFF file or an OME-Zarr plane reference, with its stored dtype when ``out`` is None.
 
     ``out``: the 2D array the plane is expected to fill; the plane is read into it and it is returned.
-    A plane whose shape or dtype differs from ``out`` raises :class:`PlateReadError` naming the file (and
-    ``out`` is left untouched). Missing, empty, truncated and corrupt files raise it too.
+    A plane whose shape differs from ``out``, or whose dtype does not cast to ``out.dtype`` under
+    ``casting`` (default ``"safe"``: without loss; ``"no"``: the same dtype only), raises
+    :class:`PlateReadError` naming the file, and ``out`` is left untouched. Missing, empty, truncated
+    and corrupt files raise it too.
     """
     path = os.fspath(path)
     ref = parse_plane_ref(path)
@@ -138,13 +145,13 @@ def read_plane(path: str | os.PathLike, out: np.ndarray | None = None) -> np.nda
         array = _open_zarr_array(array_path)
         if len(indices) != array.ndim - 2:
             raise PlateReadError(path, f"expected {array.ndim - 2} indices for an array of shape {array.shape}")
-        check_plane(path, tuple(array.shape[-2:]), array.dtype, out)
+        check_plane(path, tuple(array.shape[-2:]), array.dtype, out, casting)
         try:
             data = np.asarray(array[indices])
         except Exception as exc:  # noqa: BLE001
             raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
     elif path.lower().endswith(TIFF_SUFFIXES):
-        return _read_tiff(path, out)
+        return _read_tiff(path, out, casting)
     else:
         _check_size(path)
         try:
@@ -157,7 +164,7 @@ def read_plane(path: str | os.PathLike, out: np.ndarray | None = None) -> np.nda
             raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
         if data.ndim != 2:
             raise PlateReadError(path, f"expected one 2D plane, found shape {data.shape}")
-        check_plane(path, data.shape, data.dtype, out)
+        check_plane(path, data.shape, data.dtype, out, casting)
     if out is not None:
         out[...] = data
         return out

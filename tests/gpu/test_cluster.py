@@ -55,7 +55,7 @@ def test_parse_visible_devices(value, expected):
 @no_driver
 def test_cpu_machine_gets_a_cpu_cluster_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="hcsgraph.gpu"):
-        cluster = local_cluster(n_workers=1, dashboard_address=None)
+        cluster = local_cluster(n_workers=1, dashboard_address=":0")
     try:
         assert visible_gpus() == []
         assert "no GPU visible: starting a CPU LocalCluster" in caplog.text
@@ -76,7 +76,7 @@ def test_cpu_machine_gets_a_cpu_cluster_and_says_so(caplog):
 
 def test_one_worker_per_gpu_with_rotated_cuda_visible_devices():
     """The GPU layout, started from an explicit device list (the workers here have no CUDA)."""
-    cluster = local_cluster(cuda_visible_devices="0,1", dashboard_address=None, memory_limit="2GiB")
+    cluster = local_cluster(cuda_visible_devices="0,1", dashboard_address=":0", memory_limit="2GiB")
     try:
         assert len(cluster.workers) == 2
         with Client(cluster) as client:
@@ -103,7 +103,7 @@ def test_one_worker_per_gpu_with_rotated_cuda_visible_devices():
 )
 def test_gpu_layout_rejects_impossible_requests(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        local_cluster(cuda_visible_devices=["0", "1"], dashboard_address=None, **kwargs)
+        local_cluster(cuda_visible_devices=["0", "1"], dashboard_address=":0", **kwargs)
 
 
 def test_shared_cluster_has_no_gpu_workers(client):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -158,3 +160,49 @@ def test_a_library_that_cannot_make_a_stream_runs_without_one(monkeypatch):
             pass
         assert stream is None
     assert calls == [(MemoryType.TORCH, 5)]  # tried once, then remembered
+
+
+def test_only_the_outermost_block_waits_and_synchronises(monkeypatch):
+    """Nesting bookkeeping, with a fake stream: the inner blocks of a step reuse the stream as is."""
+    events = []
+    fake = object()
+
+    @contextmanager
+    def fake_torch_stream(stream, device, outermost, synchronize):
+        events.append(("enter", device, outermost))
+        yield stream
+        if outermost and synchronize:
+            events.append(("synchronize", device))
+
+    monkeypatch.setattr(streams, "_new_stream", lambda memory_type, device: fake)
+    monkeypatch.setattr(streams, "_unusable", set())
+    monkeypatch.setattr(streams, "_torch_stream", fake_torch_stream)
+
+    def work():
+        with task_stream(MemoryType.TORCH, 7) as outer:
+            with task_stream("torch", 7) as inner, task_streams([MemoryType.NUMPY, MemoryType.TORCH], 7) as both:
+                assert inner is outer is fake and both == {MemoryType.TORCH: fake}
+        assert events == [("enter", 7, True), ("enter", 7, False), ("enter", 7, False), ("synchronize", 7)]
+        events.clear()
+        with pytest.raises(RuntimeError, match="step failed"), task_stream(MemoryType.TORCH, 7):
+            raise RuntimeError("step failed")
+        with task_stream(MemoryType.TORCH, 7, synchronize=False):
+            pass
+        with task_stream(MemoryType.TORCH, 7):  # the failure left no stale depth behind
+            pass
+        assert events == [("enter", 7, True), ("enter", 7, True), ("enter", 7, True), ("synchronize", 7)]
+        assert get_stream(MemoryType.TORCH, 7) is fake and get_stream(MemoryType.CUPY, 7) is fake
+
+    thread = threading.Thread(target=lambda: results.append(_capture(work)))
+    results: list = []
+    thread.start()
+    thread.join(timeout=60)
+    assert results == [None]
+
+
+def _capture(func):
+    try:
+        func()
+    except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+        return exc
+    return None

@@ -127,6 +127,10 @@ def test_detection_reads_globals_closures_and_imports(both):
 
     assert d.referenced_pyclesperanto_packages(make(proto)) == {PROTO}
     assert d.referenced_pyclesperanto_packages(np.asarray) == set()  # no Python code: nothing found
+    # a package's own functions, decorated directly
+    assert d.referenced_pyclesperanto_packages(proto.gaussian_blur) == {PROTO}
+    assert d.referenced_pyclesperanto_packages(cle.gaussian_blur) == {CLE}
+    assert pyclesperanto_package_for(d.pyclesperanto(proto.gaussian_blur)) == PROTO
     # one package referenced: its arrays; both or none: the package hcsgraph uses
     scope = dict(namespace)
     exec("def f(s):\n    return cle.push(proto.pull(s))\n", scope)  # noqa: S102
@@ -292,8 +296,8 @@ def _check_blurs(report: dict) -> None:
         assert got["given"] == report["default"], name  # the pipeline's conversion: hcsgraph's package
         assert got["out_package"] == package, name  # the function ran on its own package's arrays
         assert got["dtype"] == "float32", name
-        assert got["error"] < 2e-3, (name, got)  # values up to 1000, float32
-        assert got["recovered_error"] < 2e-3 and got["recoveries"] == 0, (name, got)
+        assert got["error"] < 1e-2, (name, got)  # values up to 1000: 1e-5 relative
+        assert got["recovered_error"] < 1e-2 and got["recoveries"] == 0, (name, got)
 
 
 def _check_wrong_declaration(report: dict) -> None:

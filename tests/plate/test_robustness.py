@@ -101,14 +101,18 @@ def test_phenix_image_size_from_the_index(tmp_path, tiff, harmony_index):
 def test_read_plane_refuses_a_plane_that_does_not_fit(tmp_path, tiff):
     good = tiff(tmp_path / "good.tif", shape=SHAPE)
     wide = tiff(tmp_path / "wide.tif", shape=(16, 17))
+    wider = tiff(tmp_path / "wider.tif", shape=SHAPE, dtype="int32")
     small = tiff(tmp_path / "small.tif", shape=SHAPE, dtype="uint8")
     out = np.full(SHAPE, 7, np.uint16)
     with pytest.raises(PlateReadError, match=r"wide\.tif.*16x17 uint16.*16x16 uint16") as info:
         read_plane(wide, out=out)
     assert info.value.path == str(wide)
+    with pytest.raises(PlateReadError, match=r"wider\.tif.*int32.*expected plane"):
+        read_plane(wider, out=out)  # int32 does not fit uint16 without loss
     with pytest.raises(PlateReadError, match=r"small\.tif.*uint8.*expected plane"):
-        read_plane(small, out=out)
+        read_plane(small, out=out, casting="no")
     assert (out == 7).all()  # untouched
+    assert read_plane(small, out=out) is out and out[0, 1] == 1 and out.dtype == np.uint16  # uint8 fits
     assert read_plane(good, out=out) is out and out[0, 1] == 1
 
 
