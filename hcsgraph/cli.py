@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from hcsgraph.cli_errors import CLIError, Group, cli_words, session, verbose_option
+from hcsgraph.cli_errors import CLIError, Group, captured, cli_words, note_traceback, verbose_option
 from hcsgraph.config import (
     OME_ZARR_VERSIONS,
     GlobalPipelineConfig,
@@ -32,7 +32,8 @@ from hcsgraph.config import (
 __all__ = ["CLIError", "load_pipeline_file", "main"]
 
 EXIT_STATUS = ("Exit status: 0 when every well completed; 2 for any error, including wells that failed "
-               "(the other wells' results are kept, run.json lists the failures).")
+               "(the other wells' results are kept, run.json lists the failures). An error is one line; "
+               "warnings, worker messages and tracebacks go to the log file it names (-v shows them instead).")
 
 
 @contextlib.contextmanager
@@ -98,7 +99,7 @@ def load_pipeline_file(path: str) -> Any:
         if pipeline is None and callable(getattr(module, "build_pipeline", None)):
             pipeline = module.build_pipeline()
     except Exception as exc:  # noqa: BLE001
-        session().write_traceback(exc)
+        note_traceback(exc)
         raise CLIError(f"pipeline file {path} failed to load: {type(exc).__name__}: {exc}", log=True) from exc
     if not isinstance(pipeline, Pipeline):
         raise CLIError(f"pipeline file {path} must define `pipeline = Pipeline([...])` or `build_pipeline()`")
@@ -148,8 +149,10 @@ def _existing_ome_zarr_version(output: str, backend: MaterializationBackend) -> 
     """The OME-Zarr version of the image store already in ``output``, if there is one."""
     if backend is not MaterializationBackend.ZARR:
         return None
+    from hcsgraph.pipeline.layout import ZARR_STORE
+
     root = os.path.abspath(output)
-    for store in (root, os.path.join(root, "plate.ome.zarr")):
+    for store in (root, os.path.join(root, ZARR_STORE)):
         if os.path.isfile(os.path.join(store, "zarr.json")):
             return "0.5"
         if os.path.isfile(os.path.join(store, ".zattrs")) or os.path.isfile(os.path.join(store, ".zgroup")):
@@ -204,7 +207,7 @@ def _compute(graph: Any, client: Any) -> Any:
         raise CLIError(cli_words(str(exc)), log=True) from exc
 
 
-def _report_failures(result: Any, unit: str = "wells") -> None:
+def _report_failures(result: Any) -> None:
     """Print the failed groups and stop with one line when the run did not complete every well."""
     if result.ok:
         return
@@ -216,7 +219,7 @@ def _report_failures(result: Any, unit: str = "wells") -> None:
     wells = result.wells
     failed = int((wells["status"] == "failed").sum()) if len(wells) else 0
     failed = failed or len({f["well"] for f in result.failures})
-    raise CLIError(f"{failed} of {len(wells)} {unit} failed ({len(result.failures)} groups; see {result.manifest}); "
+    raise CLIError(f"{failed} of {len(wells)} wells failed ({len(result.failures)} groups; see {result.manifest}); "
                    "--resume reruns only the unfinished wells", log=True)
 
 
@@ -229,6 +232,7 @@ def _report_failures(result: Any, unit: str = "wells") -> None:
 @click.option("--backend", type=click.Choice(["zarr", "disk"]), default="zarr", show_default=True)
 @click.option("--output", "-o", type=click.Path(), default=None, help="Work directory (default: a temporary one).")
 @cluster_options
+@captured()
 def demo(wells: int, sites: int, channels: int, size: int, seed: int, backend: str, output: str | None,
          scheduler: str | None, workers: int | None, threads_per_worker: int, timeout: float) -> None:
     """Generate a plate, count its cells on a local cluster and compare with the ground truth."""
@@ -236,7 +240,7 @@ def demo(wells: int, sites: int, channels: int, size: int, seed: int, backend: s
 
     workdir = Path(output) if output else Path(tempfile.mkdtemp(prefix="hcsgraph-demo-"))
     click.echo(f"Plate: {wells} wells x {sites} sites x {channels} channels, {size}x{size} uint16 in {workdir}")
-    with session().capture(), _client(scheduler, workers or 2, threads_per_worker, timeout) as client:
+    with _client(scheduler, workers or 2, threads_per_worker, timeout) as client:
         _print_dashboard(client)
         try:
             report = run_demo(workdir, wells=wells, sites=sites, channels=channels, size=size, seed=seed,
@@ -274,6 +278,7 @@ def demo(wells: int, sites: int, channels: int, size: int, seed: int, backend: s
               help="Run each group's linear run of steps as one task (--no-fuse: one task per step on the dashboard).")
 @_ome_zarr_option
 @cluster_options
+@captured()
 def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwrite: bool, resume: bool,
         on_error: str, pattern: str | None, fuse: bool, ome_zarr_version: str | None, scheduler: str | None,
         workers: int | None, threads_per_worker: int, timeout: float) -> None:
@@ -288,7 +293,7 @@ def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwr
         on_error=OnError(on_error),
         fuse_tasks=fuse,
     )
-    with session().capture(), _client(scheduler, workers, threads_per_worker, timeout) as client:
+    with _client(scheduler, workers, threads_per_worker, timeout) as client:
         _print_dashboard(client)
         graph = _compile(pipeline, index, output, config, overwrite=overwrite, resume=resume,
                          pipeline_file=pipeline_file)
@@ -304,15 +309,16 @@ def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwr
 @click.argument("plate", type=click.Path())
 @click.option("--pattern", default=None, help="Regex with named groups for a plate in no known layout.")
 @verbose_option
+@captured(announce=False)
 def info(plate: str, pattern: str | None) -> None:
     """Describe PLATE: layout, wells, sites, channels, image shape, gaps."""
     index = _open_plate(plate, pattern)
     try:
-        shape, dtype = tuple(index.image_shape), index.dtype  # read from the first image (the summary shows it)
+        shape, dtype = tuple(index.image_shape), index.dtype  # read now: the summary line shows the shape
     except Exception as exc:  # noqa: BLE001 - an unreadable first image
-        session().write_traceback(exc)
-        raise CLIError(f"plate {plate}: cannot read the image shape from its first image: "
-                       f"{type(exc).__name__}: {exc}", log=True) from exc
+        note_traceback(exc)
+        text = str(exc) if "image shape" in str(exc) else f"cannot read the image shape: {type(exc).__name__}: {exc}"
+        raise CLIError(text if plate in text else f"plate {plate}: {text}", log=True) from exc
     click.echo(repr(index))
     table = index.table
     click.echo(f"images: {len(table)}  wells: {len(index.wells)}  sites: {table['site'].nunique()}  "
@@ -329,6 +335,11 @@ def info(plate: str, pattern: str | None) -> None:
     gaps = getattr(index, "gaps", None)
     if gaps is not None and len(gaps):
         click.echo(f"gaps: {len(gaps)}")
+    problems = [p for p in getattr(index, "problems", []) if not str(p).startswith("unrecognized file")]
+    if problems:  # also logged as warnings while the plate was read: shown here instead
+        click.echo(f"problems: {len(problems)}")
+        for problem in problems[:10]:
+            click.echo(f"  {problem}")
 
 
 @main.command(epilog=EXIT_STATUS)
@@ -339,6 +350,7 @@ def info(plate: str, pattern: str | None) -> None:
 @click.option("--pattern", default=None, help="Regex with named groups for a plate in no known layout.")
 @_ome_zarr_option
 @cluster_options
+@captured()
 def convert(plate: str, output: str, overwrite: bool, resume: bool, pattern: str | None,
             ome_zarr_version: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int,
             timeout: float) -> None:
@@ -351,7 +363,7 @@ def convert(plate: str, output: str, overwrite: bool, resume: bool, pattern: str
         vfs=VFSConfig(materialization_backend=MaterializationBackend.ZARR),
         zarr=_zarr_config(ome_zarr_version, output, resume, MaterializationBackend.ZARR),
     )
-    with session().capture(), _client(scheduler, workers, threads_per_worker, timeout) as client:
+    with _client(scheduler, workers, threads_per_worker, timeout) as client:
         _print_dashboard(client)
         graph = _compile(Pipeline([], name="convert"), index, output, config, overwrite=overwrite, resume=resume)
         result = _compute(graph, client)

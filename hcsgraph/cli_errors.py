@@ -11,17 +11,19 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
 import os
 import re
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import click
 
 _META_KEY = "hcsgraph.cli.session"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CLIError(click.ClickException):
@@ -40,6 +42,8 @@ class Session:
     def __init__(self, command: str, verbose: bool = False) -> None:
         self.command = command
         self.verbose = verbose
+        self.announce = True
+        """After a success, name a log that holds messages (else drop it)."""
         self.log_path: str | None = None
 
     def _open_log(self) -> Any:
@@ -95,7 +99,7 @@ class Session:
         """After a success: drop an empty log, or name a log that holds messages."""
         if self.log_path is None:
             return
-        if self.log_has_content:
+        if self.log_has_content and self.announce:
             click.echo(f"Log: {self.log_path}")
         else:
             with contextlib.suppress(OSError):
@@ -117,6 +121,29 @@ def session(ctx: click.Context | None = None) -> Session:
     if found is None:
         found = ctx.meta[_META_KEY] = Session(ctx.info_name or "cli")
     return found
+
+
+def note_traceback(exc: BaseException) -> None:
+    """Keep ``exc``'s traceback in the running command's log (nothing outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        session(ctx).write_traceback(exc)
+
+
+def captured(announce: bool = True) -> Callable[[F], F]:
+    """Run a command with its standard error in the log (see :meth:`Session.capture`)."""
+
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            current = session()
+            current.announce = announce
+            with current.capture():
+                return func(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -196,6 +223,8 @@ class Group(click.Group):
             current = session(ctx)
             current.write_traceback(exc)
             text = one_line(str(exc))
+            if len(text) > 400:  # the whole of it is in the log
+                text = text[:400] + " ..."
             message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
             raise CLIError(current.annotate(cli_words(message))) from exc
         session(ctx).finish()

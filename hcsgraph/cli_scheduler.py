@@ -122,7 +122,7 @@ def _connect_socket(address: str, host: str, port: int, timeout: float, deadline
             time.sleep(min(pause, _left(deadline)))
             pause = min(pause * 2, 0.5)
         except TimeoutError as exc:
-            raise CLIError(f"cannot reach the scheduler at {address} within {timeout:g} s: {exc or 'timed out'}") \
+            raise CLIError(f"cannot reach the scheduler at {address} within {timeout:g} s: {str(exc) or 'timed out'}") \
                 from exc
         except OSError as exc:
             raise CLIError(f"cannot reach the scheduler at {address}: {exc}") from exc

@@ -110,3 +110,57 @@ def threshold_otsu_cle(stack: Any) -> Any:
     cle = _cle_ops.cle_module()
     check_stack(stack, "threshold_otsu")
     return _cle_ops.per_slice(lambda plane: cle.threshold_otsu(plane), stack, np.uint8)
+
+
+# ------------------------------------------------------------------------------ threshold_local
+
+LOCAL_METHODS = ("gaussian", "mean")
+
+
+def _local_params(block_size: Any, method: str, name: str = "threshold_local") -> tuple[int, str]:
+    from hcsgraph.functions._common import positive_int
+
+    block_size = positive_int(block_size, "block_size", name, minimum=3)
+    if block_size % 2 == 0:
+        raise ValueError(f"{name}: block_size={block_size} must be odd")
+    if method not in LOCAL_METHODS:
+        raise ValueError(f"{name}: method={method!r} must be one of {', '.join(LOCAL_METHODS)}")
+    return block_size, method
+
+
+@numpy_func
+def threshold_local(stack: np.ndarray, block_size: int = 51, offset: float = 0.0, method: str = "gaussian") -> np.ndarray:
+    """Adaptive foreground mask (bool): each pixel above its neighbourhood's weighted mean minus ``offset``.
+
+    scikit-image's ``threshold_local`` per Z plane (``mode="reflect"``): ``method="gaussian"``
+    weighs a ``block_size`` neighbourhood with a Gaussian of sigma ``(block_size - 1) / 6``,
+    ``"mean"`` takes the plain ``block_size`` x ``block_size`` mean. The mask is
+    ``plane > threshold``. Integer planes are thresholded in float64.
+    """
+    from skimage.filters import threshold_local as skimage_local
+
+    check_stack(stack, "threshold_local")
+    block_size, method = _local_params(block_size, method)
+    stack = np.asarray(stack)
+    out = np.zeros(stack.shape, dtype=bool)
+    for z, plane in enumerate(stack):
+        if plane.dtype == bool:
+            plane = plane.astype(np.uint8)
+        np.greater(plane, skimage_local(plane, block_size, method=method, offset=offset, mode="reflect"), out=out[z])
+    return out
+
+
+@torch_func(oom_recovery=True)
+def threshold_local_torch(stack: Any, block_size: int = 51, offset: float = 0.0, method: str = "gaussian") -> Any:
+    """Adaptive foreground mask (bool), scikit-image's ``threshold_local`` in torch (float64, reflect borders)."""
+    torch = _torch_ops.torch_module()
+    check_stack(stack, "threshold_local")
+    block_size, method = _local_params(block_size, method)
+    dtype = torch.float32 if stack.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+    x = stack.to(dtype)
+    if method == "gaussian":
+        weights = _torch_ops.gaussian_kernel((block_size - 1) / 6.0, 4.0)
+    else:
+        weights = np.full(block_size, 1.0 / block_size)
+    local = _torch_ops.correlate_axis(_torch_ops.correlate_axis(x, weights, 1), weights, 2)
+    return x > local - offset

@@ -6,9 +6,11 @@ fused task calls the links in order and drops each intermediate as soon as the n
 it. Tasks that ask for different worker resources (a GPU step after CPU steps) are never fused
 together, so resource restrictions stay exact.
 
-The fused key joins the links' names with ``+``: ``("load+gaussian_filter+label-<token>",
-"B03", 1, 1, 1)``, so the dashboard's task stream still says what ran; per-step timings stay in
-the run report.
+The fused key is named after its first and last links, ``("load→count_cells-<token>", "B03",
+1, 1, 1)``: short on every dashboard page (task stream, progress bars, task groups), and still
+saying where the run starts and ends. Every link is in the task itself (:func:`links`, the
+``TaskChain`` shown on the dashboard's task page) and per-step timings stay in the run report.
+Unfused tasks keep one name per step.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 from dask.task_spec import Task, TaskRef
 from dask.utils import key_split
 
-MAX_NAME = 100
-"""Longest fused key name before the middle links are summarised."""
+ARROW = "\u2192"
+"""Joins the first and last link of a fused task's name (``load→count_cells``)."""
 
 
 class TaskChain:
@@ -50,12 +52,22 @@ def run_chain(chain: TaskChain, *inputs: Any) -> Any:
 
 
 def fused_name(keys: list[Any]) -> str:
-    """``a+b+c`` from the links' names (as the dashboard names them), shortened to ``a+<n>_steps+z`` beyond :data:`MAX_NAME` characters."""
+    """``first→last`` from the links' names as the dashboard names them (``key_split``)."""
     names = [key_split(k) for k in keys]
-    name = "+".join(names)
-    if len(name) > MAX_NAME:
-        name = f"{names[0]}+{len(names) - 2}_steps+{names[-1]}"
-    return name
+    return names[0] if len(names) == 1 else f"{names[0]}{ARROW}{names[-1]}"
+
+
+def joined_name(keys: list[Any]) -> str:
+    """``a+b+c``: every link's name; used where two fused runs would get the same short key."""
+    return "+".join(key_split(k) for k in keys)
+
+
+def links(task: Task) -> list[str]:
+    """The names of the steps a task runs: every link of a fused task, else the task's own name."""
+    chain = task.args[0] if task.func is run_chain and task.args else None
+    if isinstance(chain, TaskChain):
+        return [key_split(link.key) for link in chain.tasks]
+    return [key_split(task.key)]
 
 
 def fuse_linear_chains(
@@ -103,17 +115,15 @@ def fuse_linear_chains(
     fused_resources = dict(resources)
     renames: dict[Any, Any] = {}
     for run in chains:
-        top = run[-1]
-        head = str(top[0]) if isinstance(top, tuple) else str(top)
-        name = fused_name(run) + (f"-{head.rsplit('-', 1)[1]}" if "-" in head else "")
-        new_key = (name, *top[1:]) if isinstance(top, tuple) else name
-        if new_key in fused:
+        new_key = _fused_key(run, fused)
+        if new_key is None:
             continue  # a name clash: leave this run unfused
+        top = run[-1]
         inputs = tuple(dependencies[run[0]])
-        links = [tasks[k] for k in run]
+        members = [tasks[k] for k in run]
         if inner_link is not None:
-            links[:-1] = [inner_link(task) for task in links[:-1]]
-        chain = TaskChain(tuple(links), inputs)
+            members[:-1] = [inner_link(task) for task in members[:-1]]
+        chain = TaskChain(tuple(members), inputs)
         for key in run:
             del fused[key]
         fused[new_key] = Task(new_key, run_chain, chain, *[TaskRef(dep) for dep in inputs])
@@ -129,3 +139,15 @@ def fuse_linear_chains(
             if task.dependencies & renames.keys():
                 fused[key] = task.substitute(renames)
     return fused, fused_resources
+
+
+def _fused_key(run: list[Any], taken: dict[Any, Any]) -> Any:
+    """The key of a fused run: ``first→last`` (or, if taken, every link) with the last link's token and group."""
+    top = run[-1]
+    head = str(top[0]) if isinstance(top, tuple) else str(top)
+    token = f"-{head.rsplit('-', 1)[1]}" if "-" in head else ""
+    for name in (fused_name(run), joined_name(run)):
+        key = (name + token, *top[1:]) if isinstance(top, tuple) else name + token
+        if key not in taken:
+            return key
+    return None

@@ -137,6 +137,18 @@ class PipelineGraph(DaskMethodsMixin):
 
         return Counter(key_split(k) for k in self.tasks)
 
+    def links(self, key: Any) -> list[str]:
+        """The names of what a task runs: its own, or each link of a fused task, in order."""
+        from dask.utils import key_split
+
+        from hcsgraph.pipeline.fusion import TaskChain
+
+        task = self.tasks[key]
+        chain = next((a for a in getattr(task, "args", ()) if isinstance(a, TaskChain)), None)
+        if chain is None:
+            return [key_split(key)]
+        return [key_split(link.key) for link in chain.tasks]
+
     def __len__(self) -> int:
         return len(self.tasks)
 

@@ -18,7 +18,10 @@ import numpy as np
 from dask.sizeof import sizeof
 
 from hcsgraph.config import MemoryType, OnError
-from hcsgraph.memory import convert_to  # importing hcsgraph.memory registers dask.sizeof on workers
+from hcsgraph.memory import (  # importing hcsgraph.memory registers dask.sizeof on workers
+    convert_to,
+    memory_type_of,
+)
 from hcsgraph.pipeline.contracts import get_special_inputs, get_special_outputs
 from hcsgraph.pipeline.errors import StepExecutionError
 from hcsgraph.pipeline.guard import RunGuard
@@ -141,8 +144,9 @@ def convert_task(ctx: GroupContext, data: Any, target: MemoryType) -> StepOutput
     start = time.perf_counter()
     try:
         gpu_id = _device_id()
-        with _stream(target, gpu_id):
-            stack = convert_to(_stack_of(data), target, gpu_id)
+        source = _stack_of(data)
+        with _stream(memory_type_of(source), target, device=gpu_id):
+            stack = convert_to(source, target, gpu_id)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings = dict(data.timings)
@@ -160,9 +164,10 @@ def regroup_task(
     try:
         from hcsgraph.memory import stack_slices
 
-        host = [convert_to(_stack_of(s), MemoryType.NUMPY) for s in sources]
+        stacks = [_stack_of(s) for s in sources]
         device = _device_id()
-        with _stream(target, device):
+        with _stream(*{memory_type_of(s) for s in stacks}, target, device=device):
+            host = [convert_to(s, MemoryType.NUMPY) for s in stacks]
             stack = stack_slices([host[i][z] for i, z in picks], target, device)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
@@ -184,13 +189,14 @@ def _device_id() -> int | None:
 _STREAM_TYPES = (MemoryType.CUPY, MemoryType.TORCH)
 
 
-def _stream(memory_type: MemoryType, device: int | None) -> Any:
-    """This thread's CUDA stream for a cupy or torch body (synchronised on exit); a no-op otherwise."""
-    if memory_type not in _STREAM_TYPES:
+def _stream(*memory_types: MemoryType, device: int | None) -> Any:
+    """This thread's CUDA streams for a body touching cupy or torch data (synchronised on exit);
+    a no-op, importing nothing, for other memory types."""
+    if not any(m in _STREAM_TYPES for m in memory_types):
         return contextlib.nullcontext()
-    from hcsgraph.gpu.streams import task_stream
+    from hcsgraph.gpu.streams import task_streams
 
-    return task_stream(memory_type, device)
+    return task_streams(memory_types, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,11 +262,13 @@ def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any
             recoveries.extend(recs)
         _check_shape(ctx, stack, in_shape, call.expected_slices)
         if call.cast_dtype is not None:
-            stack = _cast_exactly(ctx, stack, np.dtype(call.cast_dtype), call.output_type)
+            with _stream(memory_type_of(stack), device=device):
+                stack = _cast_exactly(ctx, stack, np.dtype(call.cast_dtype), call.output_type)
         if call.scratch_path is not None:
             from hcsgraph.io import FileManager
 
-            host = convert_to(stack, MemoryType.NUMPY)
+            with _stream(memory_type_of(stack), device=device):
+                host = convert_to(stack, MemoryType.NUMPY)
             FileManager().save_array(np.ascontiguousarray(host), call.scratch_path,
                                      _scratch_backend(call.scratch_path), overwrite=True)
     except Exception as exc:  # noqa: BLE001
@@ -285,28 +293,23 @@ def _call_function(
     wanted = get_special_inputs(func)
     args = dict(kwargs)
     args.update({name: specials_in[name] for name in wanted})
-    in_type = getattr(func, "input_memory_type", MemoryType.NUMPY)
-    in_type = MemoryType(in_type)
-    with _stream(in_type, device):
-        stack = convert_to(stack, in_type, device)
+    in_type = MemoryType(getattr(func, "input_memory_type", MemoryType.NUMPY))
     recoveries: list[tuple[str, str]] = []
-    if in_type is MemoryType.NUMPY:
-        result = func(stack, **args)
-    elif not call.oom_recovery or not getattr(func, "oom_recovery", True):
-        with _stream(in_type, device):
+    with _stream(memory_type_of(stack), in_type, device=device):  # one stream for conversion and call
+        stack = convert_to(stack, in_type, device)
+        if in_type is MemoryType.NUMPY or not call.oom_recovery or not getattr(func, "oom_recovery", True):
             result = func(stack, **args)
-    else:
-        from hcsgraph.gpu.oom import run_with_oom_recovery
+        else:
+            from hcsgraph.gpu.oom import run_with_oom_recovery
 
-        cpu_func = None
-        if cpu_twin is not None:
-            twin, twin_kwargs = cpu_twin
+            cpu_func = None
+            if cpu_twin is not None:
+                twin, twin_kwargs = cpu_twin
 
-            def cpu_func(host_stack: Any, **_: Any) -> Any:
-                return twin(convert_to(host_stack, MemoryType.NUMPY), **{**twin_kwargs, **{
-                    n: specials_in[n] for n in get_special_inputs(twin)}})
+                def cpu_func(host_stack: Any, **_: Any) -> Any:
+                    return twin(convert_to(host_stack, MemoryType.NUMPY), **{**twin_kwargs, **{
+                        n: specials_in[n] for n in get_special_inputs(twin)}})
 
-        with _stream(in_type, device):
             result, recs = run_with_oom_recovery(
                 func,
                 stack,
@@ -318,7 +321,7 @@ def _call_function(
                 splittable=getattr(func, "oom_splittable", True),
                 device_id=device,
             )
-        recoveries = [(r.kind, r.action) for r in recs]
+            recoveries = [(r.kind, r.action) for r in recs]
     declared = get_special_outputs(func)
     produced: dict[str, Any] = {}
     if declared:

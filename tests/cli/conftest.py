@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,14 @@ def tiff_plate(tmp_path_factory):
     """Two wells x two sites x two channels of 96x96 uint16 images."""
     return make_plate(tmp_path_factory.mktemp("cli") / "plate", n_wells=2, sites=2, channels=2, size=(96, 96),
                       seed=5)
+
+
+@pytest.fixture(autouse=True)
+def _logs_in_tmp_path(tmp_path, monkeypatch):
+    """In-process commands write their log files under the test's tmp_path, not the real /tmp."""
+    folder = tmp_path / "in-process-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
 
 
 @pytest.fixture()

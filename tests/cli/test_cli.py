@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,11 +15,6 @@ from hcsgraph.cli import main
 from hcsgraph.plate.reader import read_plane
 
 from .conftest import error_line
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hcsgraph.cli", *args], capture_output=True, text=True,
-                          timeout=240)
 
 
 def test_info_describes_the_plate(tiff_plate):
@@ -40,7 +33,7 @@ def test_info_bad_plate_path(tmp_path):
     assert "missing" in result.output
 
 
-def test_run_a_pipeline_file(tiff_plate, tmp_path):
+def test_run_a_pipeline_file(cli, tiff_plate, tmp_path):
     pipeline_file = tmp_path / "smooth.py"
     pipeline_file.write_text(textwrap.dedent("""
         from hcsgraph import FunctionStep, Pipeline
@@ -51,7 +44,7 @@ def test_run_a_pipeline_file(tiff_plate, tmp_path):
         pipeline = Pipeline([FunctionStep(halve), FunctionStep("threshold_otsu")], name="halve")
     """))
     out = tmp_path / "out"
-    proc = _run("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "2",
+    proc = cli("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "2",
                 "--backend", "disk", "--no-fuse")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "complete" in proc.stdout
@@ -65,7 +58,7 @@ def test_run_a_pipeline_file(tiff_plate, tmp_path):
     assert mask.dtype == bool and mask.shape == (96, 96) and mask.any()
     assert np.array_equal(tifffile.imread(tif), mask.astype(np.uint8))  # Fiji sees 0/1 uint8
     # again without --overwrite: a clear error, nothing lost
-    again = _run("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "1")
+    again = cli("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "1")
     assert again.returncode == 2 and tif.exists()
     line = error_line(again.stderr)
     assert line.startswith(f"Error: output {out} already holds results")
@@ -103,9 +96,9 @@ def test_unreachable_scheduler_times_out_with_a_message(tiff_plate, tmp_path):
     assert "cannot reach the scheduler at tcp://127.0.0.1:9" in result.output
 
 
-def test_convert_writes_an_ome_zarr_plate(tiff_plate, tmp_path):
+def test_convert_writes_an_ome_zarr_plate(cli, tiff_plate, tmp_path):
     out = tmp_path / "plate.ome.zarr"
-    proc = _run("convert", str(tiff_plate.path), "-o", str(out), "--workers", "2", "--ome-zarr-version", "0.5")
+    proc = cli("convert", str(tiff_plate.path), "-o", str(out), "--workers", "2", "--ome-zarr-version", "0.5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     from ome_zarr_models import open_ome_zarr
 
@@ -116,8 +109,8 @@ def test_convert_writes_an_ome_zarr_plate(tiff_plate, tmp_path):
     assert np.array_equal(group["A/2/1/0"][0, 1, 0], read_plane(truth))
 
 
-def test_demo_counts_cells_against_ground_truth(tmp_path):
-    proc = _run("demo", "--wells", "2", "--sites", "2", "--channels", "1", "--size", "192", "--workers", "2",
+def test_demo_counts_cells_against_ground_truth(cli, tmp_path):
+    proc = cli("demo", "--wells", "2", "--sites", "2", "--channels", "1", "--size", "192", "--workers", "2",
                 "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "within ±10% of the true count" in proc.stdout
@@ -141,12 +134,12 @@ def _arrays(store: Path) -> dict[str, np.ndarray]:
     return found
 
 
-def test_convert_ome_zarr_04_and_resume(tiff_plate, tmp_path):
+def test_convert_ome_zarr_04_and_resume(cli, tiff_plate, tmp_path):
     from hcsgraph.config import MaterializationBackend
     from hcsgraph.pipeline.layout import OutputLayout
 
     out = tmp_path / "plate.ome.zarr"
-    first = _run("convert", str(tiff_plate.path), "-o", str(out), "--workers", "1", "--ome-zarr-version", "0.4")
+    first = cli("convert", str(tiff_plate.path), "-o", str(out), "--workers", "1", "--ome-zarr-version", "0.4")
     assert first.returncode == 0, first.stderr[-3000:]
     attrs = json.loads((out / ".zattrs").read_text())
     assert attrs["plate"]["version"] == "0.4"
@@ -164,14 +157,14 @@ def test_convert_ome_zarr_04_and_resume(tiff_plate, tmp_path):
     assert not all(np.array_equal(full[k], v) for k, v in _arrays(out).items())
 
     # Without --resume or --overwrite: the CLI's words, nothing touched.
-    refused = _run("convert", str(tiff_plate.path), "-o", str(out), "--workers", "1")
+    refused = cli("convert", str(tiff_plate.path), "-o", str(out), "--workers", "1")
     assert refused.returncode == 2
     assert "pass --overwrite to replace it or --resume to finish the missing wells" in error_line(refused.stderr)
     # --resume keeps the OME-Zarr 0.4 it finds; asking for 0.5 on top of it is refused.
-    mixed = _run("convert", str(tiff_plate.path), "-o", str(out), "--resume", "--ome-zarr-version", "0.5")
+    mixed = cli("convert", str(tiff_plate.path), "-o", str(out), "--resume", "--ome-zarr-version", "0.5")
     assert mixed.returncode == 2 and "holds OME-Zarr 0.4 images" in error_line(mixed.stderr)
 
-    again = _run("convert", str(tiff_plate.path), "-o", str(out), "--workers", "1", "--resume")
+    again = cli("convert", str(tiff_plate.path), "-o", str(out), "--workers", "1", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Kept 1 well an earlier conversion completed" in again.stdout
     wells = {w["well"]: w["status"] for w in json.loads((out / "run.json").read_text())["wells"]}
@@ -182,13 +175,13 @@ def test_convert_ome_zarr_04_and_resume(tiff_plate, tmp_path):
     assert json.loads((out / ".zattrs").read_text())["plate"]["version"] == "0.4"
 
 
-def test_run_writes_ome_zarr_04(tiff_plate, tmp_path):
+def test_run_writes_ome_zarr_04(cli, tiff_plate, tmp_path):
     pipeline_file = tmp_path / "halve.py"
     pipeline_file.write_text("from hcsgraph import FunctionStep, Pipeline\n\n"
                              "def halve(stack):\n    return stack // 2\n\n"
                              "pipeline = Pipeline([FunctionStep(halve)], name='halve')\n")
     out = tmp_path / "out"
-    proc = _run("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "1",
+    proc = cli("run", str(pipeline_file), str(tiff_plate.path), "-o", str(out), "--workers", "1",
                 "--ome-zarr-version", "0.4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = out / "plate.ome.zarr"

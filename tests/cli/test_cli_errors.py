@@ -143,8 +143,7 @@ def test_verbose_shows_the_traceback_and_quiet_keeps_it_in_a_log(tiff_plate, tmp
     line = error_line(quiet.stderr)
     assert "failed to load: NameError" in line
     log = _log_named_in(line)
-    assert "Traceback" in log.read_text()
-    log.unlink()
+    assert log.parent == tmp_path / "in-process-tmp" and "Traceback" in log.read_text()
     loud = CliRunner().invoke(main, [*args, "--verbose"])
     assert loud.exit_code == 2
     assert "Traceback" in loud.stderr and "no_such_function" in loud.stderr

@@ -23,7 +23,6 @@ import cloudpickle
 import numpy as np
 import pytest
 import zarr
-from dask.utils import key_split
 from distributed import Client, LocalCluster, get_task_stream
 
 from hcsgraph import FunctionStep, GlobalPipelineConfig, Pipeline
@@ -35,14 +34,14 @@ torch = pytest.importorskip("torch")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def links(key) -> list[str]:
-    """The step and conversion names a task runs: one, or several for a fused task."""
-    return key_split(key).split("+")
+def link_names(graph) -> dict[str, list[str]]:
+    """str(key) → the step and conversion names the task runs (several for a fused task)."""
+    return {str(key): graph.links(key) for key in graph.tasks}
 
 
-def link_counts(keys) -> Counter:
-    """How many tasks run each link, fused or not."""
-    return Counter(link for key in keys for link in links(key))
+def link_counts(names: dict[str, list[str]], keys) -> Counter:
+    """How many of ``keys`` (str) run each link, fused or not."""
+    return Counter(link for key in keys for link in names[key])
 
 
 def add_cpu_only_worker(cluster) -> None:
@@ -103,10 +102,13 @@ def test_gpu_typed_steps_run_only_on_gpu_workers(plate, tmp_path):
                 result = client.compute(graph).result(timeout=300)
     assert result.ok
     ran = ran_on(stream)
-    torch_tasks = {key: worker for key, worker in ran.items() if {"gaussian_filter", "to_torch"} & set(links(key))}
-    assert link_counts(torch_tasks)["gaussian_filter"] == 4  # one per group: 2 wells x 2 channels
+    names = link_names(graph)
+    torch_tasks = {key: worker for key, worker in ran.items()
+                   if key in names and {"gaussian_filter", "to_torch"} & set(names[key])}
+    assert link_counts(names, torch_tasks)["gaussian_filter"] == 4  # one per group: 2 wells x 2 channels
     assert set(torch_tasks.values()) == gpu_workers
-    assert link_counts(ran)["threshold_otsu"] == 4
+    assert {str(k) for k in graph.gpu_keys} == set(torch_tasks)
+    assert link_counts(names, [k for k in ran if k in names])["threshold_otsu"] == 4
 
 
 def test_gpu_pipeline_on_a_cluster_without_gpus_fails_at_compile(plate, client, tmp_path):
@@ -210,7 +212,8 @@ def test_cupy_then_torch_pipeline_on_a_gpu_local_cluster(plate, tmp_path):
             assert (counts["to_cupy"], counts["to_torch"], counts["to_numpy"]) == (4, 4, 4)
             # ... and the same links inside the fused tasks, where it is on (the default)
             graph = pipeline.compile(plate.path, tmp_path / "o")
-            fused = link_counts(graph.tasks)
+            names = link_names(graph)
+            fused = link_counts(names, names)
             assert (fused["to_cupy"], fused["to_torch"], fused["to_numpy"]) == (4, 4, 4)
             assert fused["square_on_gpu"] == fused["halve_on_gpu"] == 4
             with get_task_stream(client) as stream:
@@ -219,8 +222,9 @@ def test_cupy_then_torch_pipeline_on_a_gpu_local_cluster(plate, tmp_path):
 
     # everything that holds device data ran on the GPU worker
     device_links = {"to_cupy", "square_on_gpu", "to_torch", "halve_on_gpu", "to_numpy"}
-    placed = {key: worker for key, worker in ran_on(stream).items() if device_links & set(links(key))}
-    assert link_counts(placed)["halve_on_gpu"] == 4 and set(placed.values()) == gpu_workers
+    placed = {key: worker for key, worker in ran_on(stream).items()
+              if key in names and device_links & set(names[key])}
+    assert link_counts(names, placed)["halve_on_gpu"] == 4 and set(placed.values()) == gpu_workers
 
     # each step ran on its worker thread's own stream, not on a default stream
     records = [json.loads(line) for line in log.read_text().splitlines()]
