@@ -40,6 +40,7 @@ KEY = "testing"
 SECRET = "testing"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LOG_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
 
 
@@ -61,7 +62,7 @@ class S3Server:
         found = []
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         for line in text.splitlines():
-            match = _LOG_LINE.search(line)
+            match = _LOG_LINE.search(_ANSI.sub("", line))
             if match:
                 found.append((match["method"], match["target"], int(match["status"])))
         return found

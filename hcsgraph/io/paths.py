@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,9 +41,27 @@ def as_posix(path: Any, backend: str) -> str:
     return path
 
 
+_URL_RE = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.DOTALL)
+
+
+def split_url(text: str) -> tuple[str, str] | None:
+    """``("s3", "bucket/key")`` for a URL (any protocol but ``file``), None for a local path."""
+    match = _URL_RE.match(text)
+    if match is None or match["protocol"].lower() in ("file", "local"):
+        return None
+    return match["protocol"], match["rest"]
+
+
 def normalize(path: Any, backend: str) -> str:
-    """The normalised form of ``path`` as the caller wrote it (used in listings and messages)."""
+    """The normalised form of ``path`` as the caller wrote it (used in listings and messages).
+
+    A URL keeps its ``protocol://`` and has the rest normalised (``s3://b/x//y/`` → ``s3://b/x/y``).
+    """
     text = as_posix(path, backend)
+    url = split_url(text)
+    if url is not None:
+        rest = posixpath.normpath(url[1]) if url[1] else ""
+        return f"{url[0]}://{'' if rest == '.' else rest.lstrip('/')}"
     return posixpath.normpath(text) if text not in ("/", "//") else "/"
 
 
@@ -64,6 +83,8 @@ def normalize_root(root: PathLike | None) -> str | None:
     if root is None:
         return None
     text = os.fspath(root).replace(os.sep, "/")
+    if split_url(text) is not None:
+        return normalize(text, "root")
     return posixpath.normpath(posixpath.abspath(text)) if os.sep == "/" else posixpath.normpath(text)
 
 
