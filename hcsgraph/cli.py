@@ -182,11 +182,9 @@ def _compile(pipeline: Any, index: Any, output: str, config: GlobalPipelineConfi
     try:
         return pipeline.compile(index, output, config, overwrite=overwrite, resume=resume)
     except OutputExistsError as exc:
-        text = str(exc)
-        if "overwrite=True" not in text:  # e.g. files hcsgraph did not write: nothing to rephrase
-            raise CLIError(cli_words(text, pipeline_file)) from exc
-        found = re.search(r"already holds results (\([^)]*\))", text)
-        detail = f" {found.group(1)}" if found else ""
+        if not exc.replaceable:  # files hcsgraph did not write: nothing to rephrase
+            raise CLIError(cli_words(str(exc), pipeline_file)) from exc
+        detail = f" ({', '.join(exc.existing[:3])})" if exc.existing else ""
         raise CLIError(f"output {output} already holds results{detail}; pass --overwrite to replace it or "
                        "--resume to finish the missing wells") from exc
     except PipelineError as exc:

@@ -139,14 +139,15 @@ class PlatePagePlugin(SchedulerPlugin):
 
 
 def _span_label(scheduler: Scheduler, key: Any) -> str:
-    """The name of the span a task belongs to (``"cell-count → /results/plate07"``), if not the default."""
+    """The span a task belongs to, ``("cell-count", "/results/plate07")`` → ``"cell-count → /results/plate07"``."""
     spans = scheduler.extensions.get("spans")
     ts = scheduler.tasks.get(key) if key is not None else None
     span_id = getattr(getattr(ts, "group", None), "span_id", None)
     span = spans.spans.get(span_id) if spans is not None and span_id else None
     if span is None or tuple(span.name) == ("default",):
         return ""
-    return " / ".join(span.name)
+    names = [str(n) for n in span.name]
+    return names[0] if len(names) == 1 else f"{' / '.join(names[:-1])} → {names[-1]}"
 
 
 def plate_page_link(client: Client) -> str | None:
@@ -168,7 +169,7 @@ def register_plate_page(client: Client) -> str | None:
     or bokeh there).
     """
     try:
-        client.register_plugin(PlatePagePlugin(), name=PLUGIN_NAME, idempotent=True)
+        client.register_plugin(PlatePagePlugin(), name=PLUGIN_NAME)
     except Exception as exc:  # noqa: BLE001 - the page is optional: the run goes on without it
         logger.warning("the plate page is not available on this scheduler: %s", exc)
         return None

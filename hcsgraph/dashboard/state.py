@@ -58,7 +58,7 @@ class PlateRun:
                  label: str = "") -> None:
         self.token = token
         self.name = name
-        self.label = label or name
+        self.label = label or (f"{name} → {output}" if output else name)
         self.output = output
         self.created = time.time()
         self.finished: float | None = None

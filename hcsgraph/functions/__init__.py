@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hcsgraph.config import MemoryType
-from hcsgraph.functions import filters, label, measure, morphology, projection, threshold
+from hcsgraph.functions import filters, label, measure, morphology, objects, projection, segmentation, threshold
 from hcsgraph.functions.registry import FunctionRegistry, UnknownFunctionError, registry
 
 if TYPE_CHECKING:
@@ -49,6 +49,23 @@ _BUILTINS: dict[str, tuple[Callable[..., Any], ...]] = {
         projection.mean_projection_cle,
     ),
     "count_cells": (measure.count_cells,),
+    "threshold_local": (threshold.threshold_local, threshold.threshold_local_torch),
+    "watershed": (segmentation.watershed,),
+    "remove_small_objects": (
+        segmentation.remove_small_objects,
+        segmentation.remove_small_objects_torch,
+        segmentation.remove_small_objects_cle,
+    ),
+    "remove_large_objects": (
+        segmentation.remove_large_objects,
+        segmentation.remove_large_objects_torch,
+        segmentation.remove_large_objects_cle,
+    ),
+    "clear_border": (segmentation.clear_border, segmentation.clear_border_torch, segmentation.clear_border_cle),
+    "fill_holes": (segmentation.fill_holes,),
+    "expand_labels": (segmentation.expand_labels, segmentation.expand_labels_cle),
+    "measure_objects": (objects.measure_objects,),
+    "measure_objects_with_labels": (objects.measure_objects_with_labels,),
 }
 
 
@@ -66,10 +83,16 @@ _OUTPUT_DTYPES: dict[str, tuple[Any, Any]] = {
     "binary_opening": ("bool", "uint8"),
     "label": ("int32", "int32"),
     "mean_projection": (_float_for_integers, "float32"),
+    "threshold_local": ("bool", "uint8"),
+    "watershed": ("int32", "int32"),
+    "expand_labels": (segmentation.labels_dtype, "same"),
 }
 _REDUCES_STACK = {"max_projection", "mean_projection"}
 # Masks and labels: their pyramid levels are taken by nearest, never by mean (no invented labels).
-_LABELS = {"threshold_otsu", "binary_opening", "label"}
+_LABELS = {
+    "threshold_otsu", "binary_opening", "label", "threshold_local", "watershed", "remove_small_objects",
+    "remove_large_objects", "clear_border", "fill_holes", "expand_labels",
+}
 
 for _name, _versions in _BUILTINS.items():
     for _func in _versions:

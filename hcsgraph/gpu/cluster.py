@@ -117,7 +117,7 @@ def local_cluster(
 def _start_cluster(devices: list[str], n_workers: int | None, threads_per_worker: int,
                    kwargs: dict[str, Any]) -> LocalCluster:
     if not devices:
-        logger.warning(
+        logger.info(
             "no GPU visible: starting a CPU LocalCluster; GPU steps need their CPU versions to run"
         )
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)

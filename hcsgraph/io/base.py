@@ -1,6 +1,6 @@
 """The storage backend interface and the registry of backends.
 
-:class:`StorageBackend` is the contract every backend implements (memory, disk, zarr).
+:class:`StorageBackend` is the contract every backend implements (memory, disk, zarr, fsspec for URLs).
 :data:`storage_registry` is the one registry of the package: it maps a backend name to a
 backend instance, created on first use from a ``"module:Class"`` entry so that a backend's
 library is imported only when the backend is asked for.
@@ -281,15 +281,22 @@ class StorageRegistry:
         return backend
 
 
+FSSPEC = "fsspec"
+"""Registry name of the URL store (:class:`hcsgraph.io.fsspec_store.FsspecStorageBackend`): files at
+``s3://``, ``gs://``, ... URLs, in the disk backend's formats. Its registry instance uses fsspec's default
+credentials; build ``FsspecStorageBackend(storage_options=...)`` for others."""
+
 storage_registry = StorageRegistry(
     {
         Backend.MEMORY.value: "hcsgraph.io.memory:MemoryStorageBackend",
         Backend.DISK.value: "hcsgraph.io.disk:DiskStorageBackend",
         Backend.ZARR.value: "hcsgraph.io.zarr:ZarrStorageBackend",
+        FSSPEC: "hcsgraph.io.fsspec_store:FsspecStorageBackend",
     },
     hints={
         Backend.DISK.value: "install tifffile: pip install tifffile",
         Backend.ZARR.value: "install zarr 3: pip install 'zarr>=3'",
+        FSSPEC: "install fsspec and the filesystem of your URLs: pip install fsspec s3fs",
     },
 )
 """The package's registry of storage backends (one instance per backend and process)."""

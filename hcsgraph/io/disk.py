@@ -41,7 +41,8 @@ from hcsgraph.io.errors import (
     StorageReadError,
     UnsupportedDataError,
 )
-from hcsgraph.io.paths import PathLike, is_temporary, normalize
+from hcsgraph.io.location import redact
+from hcsgraph.io.paths import PathLike, is_temporary, normalize, split_url
 from hcsgraph.io.tiff import HCSGRAPH_TIFF_TAG, IMAGEJ_DTYPES, read_tiff, write_tiff
 
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
@@ -60,6 +61,17 @@ class LocalTreeBackend(StorageBackend):
     Subclasses say which filesystem entries are files (:meth:`_is_leaf`) and which entries
     they do not show (:meth:`_hidden`).
     """
+
+    def resolve(self, path: PathLike) -> str:
+        """The local path of ``path``; a URL is refused (the ``"fsspec"`` store keeps data at URLs)."""
+        if isinstance(path, str) and split_url(path) is not None:
+            raise StorageError(
+                f"the {self.name} backend keeps data in local directories; for URLs use the 'fsspec' "
+                "backend (hcsgraph.io.fsspec_store)",
+                path=redact(path),
+                backend=self.name,
+            )
+        return super().resolve(path)
 
     def _fs(self, path: PathLike) -> str:
         return self.resolve(path)
@@ -283,40 +295,76 @@ def _as_array(data: Any, path: Any, backend: str) -> np.ndarray | None:
         ) from exc
 
 
+def file_encoder(data: Any, path: Any, ext: str, backend: str) -> Callable[[BinaryIO], None]:
+    """The writer of ``data`` as a file with extension ``ext`` (see the module docstring for formats).
+
+    Shared by every store that keeps files (this disk backend and the URL store), so that a path
+    means the same bytes in each. Unsupported data raises UnsupportedDataError naming ``path``.
+    """
+    array = _as_array(data, path, backend)
+    if array is not None:
+        if array.dtype == object:
+            raise UnsupportedDataError("object arrays cannot be written to disk (no pickles)", path=path, backend=backend)
+        if ext in TIFF_EXTENSIONS:
+            return lambda f: write_tiff(f, array)
+        if ext in NPY_EXTENSIONS:
+            return lambda f: np.save(f, array, allow_pickle=False)
+        raise UnsupportedDataError(
+            f"arrays are written as .tif, .tiff or .npy, not {ext or 'a name without extension'!r}",
+            path=path,
+            backend=backend,
+        )
+    if isinstance(data, str):
+        if ext in TIFF_EXTENSIONS | NPY_EXTENSIONS:
+            raise UnsupportedDataError(f"text cannot be written to a {ext} file", path=path, backend=backend)
+        encoded = data.encode("utf-8")
+        return lambda f: f.write(encoded)
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        return lambda f: f.write(raw)
+    raise UnsupportedDataError(
+        f"{type(data).__name__} cannot be written to disk: save an array, str or bytes "
+        "(serialise other objects first, e.g. json.dumps or DataFrame.to_csv)",
+        path=path,
+        backend=backend,
+    )
+
+
+def encode_file(data: Any, path: Any, ext: str, backend: str) -> bytes:
+    """The bytes :func:`file_encoder` writes for ``data``, in memory."""
+    buffer = io.BytesIO()
+    file_encoder(data, path, ext, backend)(buffer)
+    return buffer.getvalue()
+
+
+def decode_file(raw: bytes, ext: str, path: Any, backend: str) -> Any:
+    """The data a file with extension ``ext`` holds: an array for images and ``.npy``, ``str`` for text
+    extensions, else the bytes. A file that cannot be decoded raises StorageReadError naming ``path``."""
+    try:
+        if ext in TIFF_EXTENSIONS:
+            return read_tiff(io.BytesIO(raw))
+        if ext in NPY_EXTENSIONS:
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+        if ext in PLAIN_IMAGE_EXTENSIONS:
+            import imageio.v3 as iio
+
+            return iio.imread(raw, extension=ext)
+        if ext in TEXT_EXTENSIONS:
+            return raw.decode("utf-8")
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageReadError(f"the file cannot be read as {ext}: {exc}", path=path, backend=backend) from exc
+    return raw
+
+
 class DiskStorageBackend(LocalTreeBackend):
     """Files in a local directory tree (see the module docstring for formats)."""
 
     name = "disk"
 
     def _encoder(self, data: Any, path: PathLike) -> Callable[[BinaryIO], None]:
-        ext = _extension(self._fs(path))
-        array = _as_array(data, path, self.name)
-        if array is not None:
-            if array.dtype == object:
-                raise UnsupportedDataError("object arrays cannot be written to disk (no pickles)", path=path, backend=self.name)
-            if ext in TIFF_EXTENSIONS:
-                return lambda f: write_tiff(f, array)
-            if ext in NPY_EXTENSIONS:
-                return lambda f: np.save(f, array, allow_pickle=False)
-            raise UnsupportedDataError(
-                f"arrays are written as .tif, .tiff or .npy, not {ext or 'a name without extension'!r}",
-                path=path,
-                backend=self.name,
-            )
-        if isinstance(data, str):
-            if ext in TIFF_EXTENSIONS | NPY_EXTENSIONS:
-                raise UnsupportedDataError(f"text cannot be written to a {ext} file", path=path, backend=self.name)
-            encoded = data.encode("utf-8")
-            return lambda f: f.write(encoded)
-        if isinstance(data, bytes | bytearray | memoryview):
-            raw = bytes(data)
-            return lambda f: f.write(raw)
-        raise UnsupportedDataError(
-            f"{type(data).__name__} cannot be written to disk: save an array, str or bytes "
-            "(serialise other objects first, e.g. json.dumps or DataFrame.to_csv)",
-            path=path,
-            backend=self.name,
-        )
+        return file_encoder(data, path, _extension(self._fs(path)), self.name)
 
     def save(self, data: Any, path: PathLike, *, overwrite: bool = False, zarr_config: ZarrConfig | None = None) -> str:
         """Write ``data`` atomically; ``zarr_config`` is ignored."""
@@ -327,32 +375,19 @@ class DiskStorageBackend(LocalTreeBackend):
         p = self._fs(path)
         if os.path.isdir(p):
             raise StorageIsADirectoryError("cannot load a directory", path=path, backend=self.name)
-        ext = _extension(p)
         try:
             with open(p, "rb") as handle:
                 raw = handle.read()
         except FileNotFoundError:
             raise self._not_found(path, "no such file") from None
-        try:
-            if ext in TIFF_EXTENSIONS:
-                return read_tiff(io.BytesIO(raw))
-            if ext in NPY_EXTENSIONS:
-                return np.load(io.BytesIO(raw), allow_pickle=False)
-            if ext in PLAIN_IMAGE_EXTENSIONS:
-                import imageio.v3 as iio
-
-                return iio.imread(raw, extension=ext)
-            if ext in TEXT_EXTENSIONS:
-                return raw.decode("utf-8")
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise StorageReadError(f"the file cannot be read as {ext}: {exc}", path=path, backend=self.name) from exc
-        return raw
+        return decode_file(raw, _extension(p), path, self.name)
 
 
 __all__ = [
     "HCSGRAPH_TIFF_TAG",
+    "decode_file",
+    "encode_file",
+    "file_encoder",
     "IMAGEJ_DTYPES",
     "DiskStorageBackend",
     "LocalTreeBackend",

@@ -26,7 +26,8 @@ Everything in hcsgraph that touches storage outside the image stores (run state,
   in all (botocore's "standard" retry mode; s3fs adds no retries of its own). An endpoint that accepts
   connections and never answers therefore fails within :data:`S3_SILENT_ENDPOINT_BOUND_S` seconds
   (2 × 4 s, plus at most 1 s of back-off). Options given in ``storage_options["config_kwargs"]``
-  (``connect_timeout``, ``read_timeout``, ``retries``) or ``storage_options["retries"]`` win.
+  (``connect_timeout``, ``read_timeout``, ``retries``) or ``storage_options["retries"]`` (s3fs's own
+  retry loop, :data:`S3FS_RETRIES`) win.
 * **Errors** are :class:`~hcsgraph.io.errors.StorageError` subclasses that are also the builtin kinds
   (``FileNotFoundError``, ``FileExistsError``, ``IsADirectoryError``, ``TimeoutError``, ...). A message
   names the path (a URL with its ``user:secret@`` shown as ``***@``) and, for URLs, the protocol as the
@@ -36,7 +37,7 @@ Everything in hcsgraph that touches storage outside the image stores (run state,
 
 from __future__ import annotations
 
-import copy
+import copy as _copy
 import errno
 import hashlib
 import json
@@ -284,7 +285,7 @@ class StorageOptions(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain (mutable, deep-copied) dict of the options, secrets included: do not log it."""
-        return copy.deepcopy(self._options)
+        return _copy.deepcopy(self._options)
 
     def token(self) -> str:
         """A short digest of the options (equal options, equal token)."""
@@ -343,15 +344,21 @@ def fsspec_options(url: PathLike, options: Mapping[str, Any] | None = None) -> t
         config.setdefault("read_timeout", S3_READ_TIMEOUT_S)
         config.setdefault("retries", {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
         merged["config_kwargs"] = config
-        merged.setdefault("retries", 1)  # s3fs's own retry loop: one try (botocore retries above)
         merged.setdefault("use_listings_cache", False)  # other processes write: never serve stale listings
     return clean, merged
 
 
-def filesystem(path: PathLike, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+S3FS_RETRIES = 1
+"""s3fs's own retry loop around botocore's: one try (botocore retries, see :data:`S3_MAX_ATTEMPTS`).
+``storage_options={"retries": N}`` sets it (it is an attribute of the filesystem, not an option)."""
+
+
+def filesystem(path: PathLike, storage_options: Mapping[str, Any] | None = None, *,
+               asynchronous: bool = False) -> tuple[Any, str]:
     """``(fsspec filesystem, path inside it)`` for a URL or a local path (fsspec's local filesystem).
 
-    The filesystem is fsspec's cached instance for these options (one per process and thread).
+    The filesystem is fsspec's cached instance for these options (one per process and thread);
+    ``asynchronous=True`` gives one for use inside an event loop (zarr's ``FsspecStore``).
     """
     text = os.fspath(path)
     if not is_url(text):
@@ -359,13 +366,19 @@ def filesystem(path: PathLike, storage_options: Mapping[str, Any] | None = None)
 
         return fsspec.filesystem("file"), os.path.abspath(local_path(text))
     clean, kwargs = fsspec_options(text, storage_options)
+    retries = kwargs.pop("retries", S3FS_RETRIES) if protocol(clean) in S3_PROTOCOLS else None
+    if asynchronous:
+        kwargs["asynchronous"] = True
     try:
         import fsspec
     except ImportError as exc:
         raise StorageError(f"reading and writing URLs needs fsspec: pip install fsspec s3fs ({exc})",
                            path=redact(text), backend=protocol(text)) from None
     try:
-        return fsspec.url_to_fs(clean, **kwargs)
+        fs, fs_path = fsspec.url_to_fs(clean, **kwargs)
+        if retries is not None:
+            fs.retries = int(retries)
+        return fs, fs_path
     except ImportError as exc:
         raise StorageError(f"no fsspec filesystem for {protocol(text)}:// is installed ({exc}); for S3: pip install s3fs",
                            path=redact(clean), backend=protocol(text)) from None
@@ -435,6 +448,13 @@ def _call(doing: str, path: str, options: Mapping[str, Any] | None, func, *args:
         raise
     except Exception as exc:  # noqa: BLE001 - every store failure is reported with the URL, never a secret
         raise _error(exc, path, options, doing) from None
+
+
+def call(doing: str, path: PathLike, func, *args: Any, storage_options: Mapping[str, Any] | None = None,
+         **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)`` (an fsspec call on the store of ``path``), its failure raised as the
+    StorageError this module raises: naming ``path`` (redacted), ``doing`` first, no secret."""
+    return _call(doing, split_credentials(os.fspath(path))[0], storage_options, func, *args, **kwargs)
 
 
 def _local_error(exc: OSError, path: str, doing: str) -> StorageError:
@@ -832,11 +852,48 @@ def _rm_keys(fs: Any, keys: list[str]) -> None:
         pass
 
 
+def copy(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Copy the file or directory tree ``src`` to ``dst`` (files at ``dst`` are replaced).
+
+    Local paths: :func:`shutil.copy2` / :func:`shutil.copytree`. URLs: a server-side copy of each object
+    (directory markers included; an empty directory gets a marker), no data through this process.
+    """
+    a, b = os.fspath(src), os.fspath(dst)
+    if is_url(a) != is_url(b):
+        raise StorageError("cannot copy between a local path and a URL", path=redact(f"{a} -> {b}"))
+    if not is_url(a):
+        try:
+            if os.path.isdir(local_path(a)):
+                shutil.copytree(local_path(a), local_path(b), symlinks=True, dirs_exist_ok=True)
+            else:
+                shutil.copy2(local_path(a), local_path(b))
+        except OSError as exc:
+            raise _local_error(exc, local_path(a), "cannot copy") from None
+        return
+    fs, src_path, url = _remote(a, storage_options)
+    _, dst_path, _ = _remote(b, storage_options)
+    found = info(a, storage_options)
+    if found is None:
+        raise StorageFileNotFoundError("cannot copy: no such file or directory", path=redact(url), backend=protocol(url))
+    if found["type"] == "file":
+        _call("cannot copy", url, storage_options, fs.copy, src_path, dst_path)
+        return
+    keys = list(find(a, storage_options)) + [
+        k[len(src_path) + 1:] for k in _markers(fs, src_path, url, storage_options) if len(k) > len(src_path) + 1]
+    if keys:
+        _call("cannot copy", url, storage_options, fs.copy, [f"{src_path}/{k}" for k in keys],
+              [f"{dst_path}/{k}" for k in keys])
+    elif protocol(url) in OBJECT_STORE_PROTOCOLS:
+        _call("cannot copy", url, storage_options, fs.pipe_file, dst_path + MARKER_SUFFIX, b"")
+    else:
+        _call("cannot copy", url, storage_options, fs.makedirs, dst_path, exist_ok=True)
+
+
 def rename(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | None = None) -> None:
     """Move ``src`` (a file or a directory) to ``dst``, replacing a file at ``dst``.
 
-    Local paths: :func:`os.replace` (atomic on one filesystem). URLs: a server-side copy of every object,
-    then the delete of the source: not atomic; a failure part-way leaves both copies.
+    Local paths: :func:`os.replace` (atomic on one filesystem). URLs: :func:`copy` (server-side), then
+    the delete of the source: not atomic; a failure part-way leaves both copies.
     """
     a, b = os.fspath(src), os.fspath(dst)
     if is_url(a) != is_url(b):
@@ -847,23 +904,7 @@ def rename(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | No
         except OSError as exc:
             raise _local_error(exc, local_path(a), "cannot rename") from None
         return
-    fs, src_path, url = _remote(a, storage_options)
-    _, dst_path, _ = _remote(b, storage_options)
-    found = info(a, storage_options)
-    if found is None:
-        raise StorageFileNotFoundError("cannot rename: no such file or directory", path=redact(url),
-                                       backend=protocol(url))
-    if found["type"] == "file":
-        _call("cannot rename", url, storage_options, fs.copy, src_path, dst_path)
-        _call("cannot rename", url, storage_options, fs.rm_file, src_path)
-        return
-    keys = list(find(a, storage_options)) + [
-        k[len(src_path) + 1:] for k in _markers(fs, src_path, url, storage_options) if len(k) > len(src_path) + 1]
-    if keys:
-        _call("cannot rename", url, storage_options, fs.copy, [f"{src_path}/{k}" for k in keys],
-              [f"{dst_path}/{k}" for k in keys])
-    else:
-        _call("cannot rename", url, storage_options, fs.pipe_file, dst_path + MARKER_SUFFIX, b"")
+    copy(a, b, storage_options)
     remove(a, storage_options, recursive=True)
 
 
@@ -872,6 +913,7 @@ __all__ = [
     "S3_CONNECT_TIMEOUT_S",
     "S3_MAX_ATTEMPTS",
     "S3_READ_TIMEOUT_S",
+    "S3FS_RETRIES",
     "S3_SILENT_ENDPOINT_BOUND_S",
     "StorageConnectionError",
     "StorageIOError",
@@ -879,6 +921,8 @@ __all__ = [
     "StoragePermissionError",
     "StorageTimeoutError",
     "absolute",
+    "call",
+    "copy",
     "exists",
     "filesystem",
     "find",

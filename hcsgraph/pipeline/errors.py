@@ -12,7 +12,18 @@ class PipelineCompileError(PipelineError, ValueError):
 
 
 class OutputExistsError(PipelineCompileError, FileExistsError):
-    """The output already exists and neither ``overwrite`` nor ``resume`` was asked for."""
+    """The output already holds results: neither ``overwrite`` nor ``resume`` was asked for
+    (``replaceable``), or what is there was not written by hcsgraph (not ``replaceable``)."""
+
+    def __init__(self, message: str, output: str = "", existing: tuple[str, ...] = (),
+                 replaceable: bool = True) -> None:
+        super().__init__(message)
+        self.output = output
+        self.existing = tuple(existing)
+        self.replaceable = replaceable
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.output, self.existing, self.replaceable))
 
 
 class StepExecutionError(PipelineError, RuntimeError):

@@ -130,12 +130,14 @@ class OutputState:
         if not overwrite and not resume:
             raise OutputExistsError(
                 f"output {root} already holds results ({', '.join(existing[:3])}); "
-                "pass overwrite=True to replace them or resume=True to finish the missing wells"
+                "pass overwrite=True to replace them or resume=True to finish the missing wells",
+                root, tuple(existing),
             )
         if not self._owned(earlier):
             raise OutputExistsError(
                 f"output {root} holds {', '.join(existing[:3])} but no hcsgraph run manifest (run.json): hcsgraph "
-                "did not write it and will not replace it; choose another output or remove those files yourself"
+                "did not write it and will not replace it; choose another output or remove those files yourself",
+                root, tuple(existing), replaceable=False,
             )
         if resume:
             before = (earlier or {}).get("fingerprint")

@@ -23,7 +23,8 @@ import pandas as pd
 
 from hcsgraph.plate.index import PlateIndex, PlateLayoutError, build_table, is_metadata_file, well_name
 from hcsgraph.plate.problems import LISTED_MISSING, UNLISTED, PlateProblem
-from hcsgraph.plate.scan import FileScan, scan_files
+from hcsgraph.plate.scan import FileScan
+from hcsgraph.plate.source import PlateSource, as_source
 
 NAME = "cellvoyager"
 NAMESPACE = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
@@ -38,9 +39,9 @@ FILE_RE = re.compile(
 )
 
 
-def looks_like(root: Path) -> bool:
-    """True when ``root`` holds a ``MeasurementData.mlf``."""
-    return (Path(root) / MLF).is_file()
+def looks_like(source: PlateSource | Path) -> bool:
+    """True when the folder holds a ``MeasurementData.mlf``."""
+    return as_source(source).is_file(MLF)
 
 
 def _attrs(element: ET.Element) -> dict[str, str]:
@@ -48,9 +49,9 @@ def _attrs(element: ET.Element) -> dict[str, str]:
     return {key.rsplit("}", 1)[-1]: value for key, value in element.attrib.items()}
 
 
-def _parse_xml(path: Path) -> ET.Element:
+def _parse_xml(path: Path | str, data: bytes | None = None) -> ET.Element:
     try:
-        return ET.parse(path).getroot()
+        return ET.parse(path).getroot() if data is None else ET.fromstring(data)
     except (ET.ParseError, OSError) as exc:
         raise PlateLayoutError(f"cannot parse the CellVoyager file {path}: {exc}") from exc
 
@@ -72,10 +73,12 @@ def _safe_name(name: str, path: Path) -> str:
     return name
 
 
-def parse_mlf(path: Path) -> list[dict]:
-    """The image records of a ``MeasurementData.mlf``: file, well, site, channel, z, t, projection."""
+def parse_mlf(path: Path | str, data: bytes | None = None) -> list[dict]:
+    """The image records of a ``MeasurementData.mlf``: file, well, site, channel, z, t, projection.
+
+    ``data``: the file's bytes when already read (``path`` then only names it in errors)."""
     records = []
-    for element in _parse_xml(path).iter():
+    for element in _parse_xml(path, data).iter():
         if element.tag.rsplit("}", 1)[-1] != "MeasurementRecord":
             continue
         attrs = _attrs(element)
@@ -93,10 +96,10 @@ def parse_mlf(path: Path) -> list[dict]:
     return records
 
 
-def parse_mrf(path: Path) -> dict:
+def parse_mrf(path: Path | str, data: bytes | None = None) -> dict:
     """Channel names, pixel size (µm) and image shape (Y, X) from a ``MeasurementDetail.mrf``."""
     meta: dict = {"channel_names": {}, "pixel_size_um": None, "image_shape": None}
-    for element in _parse_xml(path).iter():
+    for element in _parse_xml(path, data).iter():
         if element.tag.rsplit("}", 1)[-1] != "MeasurementChannel":
             continue
         attrs = _attrs(element)
@@ -114,16 +117,21 @@ def parse_mrf(path: Path) -> dict:
     return meta
 
 
-def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
+def parse(source: PlateSource | Path, scan: FileScan | None = None) -> PlateIndex:
     """Index a CellVoyager measurement folder (``scan``: its files, when already listed)."""
-    root = Path(root)
-    mlf = root / MLF
-    if not mlf.is_file():
-        raise PlateLayoutError(f"no {MLF} in {root}")
-    listed = parse_mlf(mlf)
-    meta = parse_mrf(root / MRF) if (root / MRF).is_file() else {"channel_names": {}, "pixel_size_um": None,
-                                                                 "image_shape": None}
-    scan = scan or scan_files(root)
+    source = as_source(source)
+    if not source.is_file(MLF):
+        raise PlateLayoutError(f"no {MLF} in {source.root}")
+    if source.remote:
+        found = source.read_optional([MLF, MRF] if source.is_file(MRF) else [MLF])
+        listed = parse_mlf(source.join(MLF), found[MLF])
+        mrf = found.get(MRF)
+        meta = parse_mrf(source.join(MRF), mrf) if mrf is not None else None
+    else:
+        listed = parse_mlf(source.path(MLF))
+        meta = parse_mrf(source.path(MRF)) if source.is_file(MRF) else None
+    meta = meta or {"channel_names": {}, "pixel_size_um": None, "image_shape": None}
+    scan = scan or source.scan()
     on_disk = set(scan.files)
     problems = list(scan.problems)
     records, projections, missing, names = [], [], [], set()
@@ -135,7 +143,7 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
                 missing.append((rec["well"], rec["site"], rec["channel"], rec["z"], rec["t"]))
             continue
         row = (rec["well"], rec["site"], rec["channel"], 0 if rec["projection"] else rec["z"], rec["t"],
-               str(root / rec["file"]))
+               source.join(rec["file"]))
         (projections if rec["projection"] else records).append(row)
     unrecognized = []
     for rel in scan.files:
@@ -151,8 +159,8 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
         {k: "int64" for k in ("site", "channel", "z", "t")})
     return PlateIndex(
         build_table(records),
-        name=plates.pop() if len(plates) == 1 else root.name,
-        root=str(root),
+        name=plates.pop() if len(plates) == 1 else source.name,
+        root=source.root,
         source_format=NAME,
         channel_names=meta["channel_names"],
         pixel_size_um=meta["pixel_size_um"],
@@ -161,4 +169,5 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
         image_shape=meta["image_shape"],
         problems=problems,
         projections=build_table(projections),
+        storage_options=source.storage_options,
     )

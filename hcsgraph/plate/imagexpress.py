@@ -16,7 +16,8 @@ plane of the stack: they are kept out of ``PlateIndex.table`` and listed in ``Pl
 from __future__ import annotations
 
 import csv
-import os
+import io
+import posixpath
 import re
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from hcsgraph.plate.index import (
     row_letter,
 )
 from hcsgraph.plate.problems import PROJECTIONS_ONLY, PlateProblem
-from hcsgraph.plate.scan import FileScan, scan_files
+from hcsgraph.plate.scan import FileScan
+from hcsgraph.plate.source import PlateSource, as_source
 
 NAME = "imagexpress"
 
@@ -49,38 +51,32 @@ ZSTEP_DIR_RE = re.compile(r"^zstep_(\d+)$", re.IGNORECASE)
 MAX_COLUMNS = 48  # a 1536-well plate: rows A..AF, columns 1..48
 
 
-def find_htd(root: Path) -> Path | None:
-    """The plate's ``.HTD`` file in ``root`` or one folder below it (e.g. ``TimePoint_1``), if any."""
-    def listing(directory: Path) -> list[os.DirEntry]:
-        try:
-            with os.scandir(directory) as entries:
-                return list(entries)
-        except OSError:  # an unreadable folder: the file scan reports it
-            return []
-
-    def kind(entry: os.DirEntry, test: str) -> bool:
-        try:
-            return getattr(entry, test)()
-        except OSError:  # a symlink loop: the file scan reports it
-            return False
-
-    folders = sorted(e.name for e in listing(root) if not e.name.startswith(".") and kind(e, "is_dir"))
-    for directory in (root, *(root / name for name in folders)):
-        candidates = sorted(e.name for e in listing(directory)
-                            if e.name.lower().endswith(".htd") and kind(e, "is_file"))
+def find_htd(source: PlateSource | Path) -> str | None:
+    """The relative path of the plate's ``.HTD`` file, in the folder or one folder below it (e.g.
+    ``TimePoint_1``), if any."""
+    source = as_source(source)
+    folders, _ = source.entries()
+    for directory in ("", *sorted(name for name in folders if not name.startswith("."))):
+        _, files = source.entries(directory)
+        candidates = sorted(name for name in files if name.lower().endswith(".htd"))
         if candidates:
-            return directory / candidates[0]
+            return f"{directory}/{candidates[0]}" if directory else candidates[0]
     return None
 
 
-def parse_htd(path: Path) -> dict[str, list[str]]:
-    """The ``.HTD`` key/value lines: ``{"WaveName1": ["DAPI"], "XSites": ["2"], ...}``."""
+def parse_htd_text(text: str) -> dict[str, list[str]]:
+    """The ``.HTD`` key/value lines of ``text``: ``{"WaveName1": ["DAPI"], "XSites": ["2"], ...}``."""
     values: dict[str, list[str]] = {}
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        for line in csv.reader(handle, skipinitialspace=True):
-            if line:
-                values[line[0].strip()] = [v.strip() for v in line[1:]]
+    for line in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True):
+        if line:
+            values[line[0].strip()] = [v.strip() for v in line[1:]]
     return values
+
+
+def parse_htd(path: Path) -> dict[str, list[str]]:
+    """The ``.HTD`` key/value lines of a local file (see :func:`parse_htd_text`)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return parse_htd_text(handle.read())
 
 
 def _int(htd: dict[str, list[str]], key: str, default: int) -> int:
@@ -132,11 +128,12 @@ def parse_name(name: str) -> dict | None:
     return match.groupdict()
 
 
-def looks_like(root: Path, scan: FileScan | None = None) -> bool:
-    """True when ``root`` has an ``.HTD`` file, or most of its TIFFs have ImageXpress names (_s, _w or a GUID)."""
-    if find_htd(root) is not None:
+def looks_like(source: PlateSource | Path, scan: FileScan | None = None) -> bool:
+    """True when the folder has an ``.HTD`` file, or most of its TIFFs have ImageXpress names (_s, _w or a GUID)."""
+    source = as_source(source)
+    if find_htd(source) is not None:
         return True
-    files = (scan or scan_files(root)).files
+    files = (scan or source.scan()).files
     tiffs = [f.rsplit("/", 1)[-1] for f in files if f.lower().endswith((".tif", ".tiff"))]
     if not tiffs:
         return False
@@ -147,13 +144,12 @@ def looks_like(root: Path, scan: FileScan | None = None) -> bool:
     return hits >= 0.5 * len(tiffs)
 
 
-def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
-    """Index an ImageXpress plate directory (``scan``: its files, when already listed)."""
-    root = Path(root)
-    scan = scan or scan_files(root)
-    root_text = str(root)
-    htd_path = find_htd(root)
-    meta = htd_metadata(parse_htd(htd_path)) if htd_path else None
+def parse(source: PlateSource | Path, scan: FileScan | None = None) -> PlateIndex:
+    """Index an ImageXpress plate folder (``scan``: its files, when already listed)."""
+    source = as_source(source)
+    scan = scan or source.scan()
+    htd_rel = find_htd(source)
+    meta = htd_metadata(parse_htd_text(source.read_bytes(htd_rel).decode("utf-8", errors="replace"))) if htd_rel else None
     records, projections, unrecognized, prefixes = [], [], [], set()
     for rel in scan.files:
         directory, _, name = rel.rpartition("/")
@@ -176,10 +172,10 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
         if parts["prefix"]:
             prefixes.add(parts["prefix"])
         if parts["z"] is None and folder_z == 0:  # ZStep_0: a projection, not a plane of the stack
-            projections.append((parts["well"], site, channel, 0, t, os.path.join(root_text, rel)))
+            projections.append((parts["well"], site, channel, 0, t, source.join(rel)))
             continue
         z = int(parts["z"]) if parts["z"] else (folder_z or 1)
-        records.append((parts["well"], site, channel, z, t, os.path.join(root_text, rel)))
+        records.append((parts["well"], site, channel, z, t, source.join(rel)))
     problems = list(scan.problems)
     if not records and projections:
         problems.append(PlateProblem(PROJECTIONS_ONLY, "ZStep_0", "the plate holds only ZStep_0 projections; "
@@ -198,20 +194,21 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
             z=range(1, meta["n_z"] + 1) if observed_z != {1} else None,
             t=range(1, meta["n_t"] + 1),
         )
-    if htd_path is not None:
-        name = htd_path.stem
+    if htd_rel is not None:
+        name = posixpath.splitext(htd_rel.rpartition("/")[2])[0]
     elif len(prefixes) == 1:
         name = next(iter(prefixes))
     else:
-        name = root.name
+        name = source.name
     return PlateIndex(
         table,
         name=name,
-        root=str(root),
+        root=source.root,
         source_format=NAME,
         channel_names=meta["channel_names"] if meta else None,
         unrecognized=unrecognized,
         gaps=gaps,
         problems=problems,
         projections=build_table(projections),
+        storage_options=source.storage_options,
     )

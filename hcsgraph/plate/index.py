@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from natsort import natsorted
 
+from hcsgraph.io import location
 from hcsgraph.plate.problems import UNRECOGNIZED, PlateProblem, summarize
 from hcsgraph.plate.scan import scan_files
 
@@ -151,6 +152,13 @@ class PlateIndex:
     common (shape, dtype) over a sample of files (:func:`hcsgraph.plate.probe.probe_images`);
     :func:`open_plate` decides them at once, a hand-built index on first access. The object is small
     and picklable.
+
+    ``root`` and the paths are local paths, or URLs (``s3://bucket/plates/p07/...``, never with
+    credentials in them) for a plate in object storage; then ``storage_options`` (a
+    :class:`~hcsgraph.io.location.StorageOptions`, None for fsspec's default credentials) says how to
+    reach them: pass it to :func:`hcsgraph.plate.reader.read_plane` (``read_plane(path, out,
+    storage_options=index.storage_options)``). It pickles with the index, so workers get it; ``repr``
+    never shows a credential.
     """
 
     def __init__(
@@ -168,6 +176,7 @@ class PlateIndex:
         dtype: np.dtype | str | None = None,
         problems: Sequence[PlateProblem] = (),
         projections: pd.DataFrame | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         missing = [c for c in COLUMNS if c not in table.columns]
         if missing:
@@ -175,6 +184,7 @@ class PlateIndex:
         self.table = table[COLUMNS].reset_index(drop=True)
         self.name = name
         self.root = str(root)
+        self.storage_options = location.storage_options(storage_options)
         self.source_format = source_format
         channels = sorted(int(c) for c in self.table["channel"].unique())
         names = dict(channel_names or {})
@@ -192,14 +202,19 @@ class PlateIndex:
         if self.unrecognized:
             shown = ", ".join(self.unrecognized[:5]) + (" ..." if len(self.unrecognized) > 5 else "")
             log.warning("%s: %d file(s) not recognised as %s images: %s",
-                        self.root, len(self.unrecognized), source_format, shown)
+                        self.shown_root, len(self.unrecognized), source_format, shown)
         self._log_problems([p for p in self.problems if p.kind != UNRECOGNIZED])
         if len(self.gaps):
-            log.warning("%s: %d expected plane(s) missing (see PlateIndex.gaps)", self.root, len(self.gaps))
+            log.warning("%s: %d expected plane(s) missing (see PlateIndex.gaps)", self.shown_root, len(self.gaps))
+
+    @property
+    def shown_root(self) -> str:
+        """``root`` as messages show it (a URL's ``user:secret@`` as ``***@``)."""
+        return location.redact(self.root)
 
     def _log_problems(self, problems: list[PlateProblem]) -> None:
         for line in summarize(problems):
-            log.warning("%s: %s (see PlateIndex.problems)", self.root, line)
+            log.warning("%s: %s (see PlateIndex.problems)", self.shown_root, line)
 
     # -- image shape and dtype -------------------------------------------------------------
     def probe_images(self) -> None:
@@ -212,14 +227,15 @@ class PlateIndex:
         from hcsgraph.plate.probe import probe_images
 
         paths = self.table["path"].tolist() or self.projections["path"].tolist()
-        info = probe_images(paths, shape=self._image_shape, dtype=self._dtype, relative_to=self.root)
+        info = probe_images(paths, shape=self._image_shape, dtype=self._dtype, relative_to=self.root,
+                            storage_options=self.storage_options)
         self._probed = True
         self._image_shape, self._dtype, self._probe_error = info.shape, info.dtype, info.error
         self.problems += info.problems
         self._log_problems(info.problems)
 
     def _undecided(self, what: str) -> PlateLayoutError:
-        return PlateLayoutError(f"cannot tell the image {what} of plate {self.root}: {self._probe_error or 'no images'}")
+        return PlateLayoutError(f"cannot tell the image {what} of plate {self.shown_root}: {self._probe_error or 'no images'}")
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -289,7 +305,7 @@ class PlateIndex:
             f"sites={len(self.sites)}, channels={[self.channel_names.get(c) for c in self.channels]}, "
             f"z={len(self.z_planes)}, t={len(self.timepoints)}, shape={shape}, "
             f"gaps={len(self.gaps)}, unrecognized={len(self.unrecognized)}, "
-            f"problems={len(self.problems) - len(self.unrecognized)}, root={self.root!r})"
+            f"problems={len(self.problems) - len(self.unrecognized)}, root={self.shown_root!r})"
         )
 
 

@@ -24,32 +24,57 @@ import numpy as np
 from hcsgraph.plate.index import PlateIndex, PlateLayoutError, build_table, find_gaps, well_name
 from hcsgraph.plate.problems import ODD_IMAGE, PlateProblem
 from hcsgraph.plate.reader import plane_ref
+from hcsgraph.plate.source import PlateSource, as_source
 
 NAME = "omezarr"
+
+
+def _ome_from_documents(v3: bytes | None, v2: bytes | None) -> tuple[dict[str, Any], str] | None:
+    """The OME attributes and NGFF version from a group's ``zarr.json`` (v3) or ``.zattrs`` (v2) bytes."""
+    if v3 is not None:
+        attrs = json.loads(v3).get("attributes", {})
+        ome = attrs.get("ome")
+        if isinstance(ome, dict):
+            return ome, str(ome.get("version", "0.5"))
+        return attrs, "0.4"
+    if v2 is not None:
+        return json.loads(v2), "0.4"
+    return None
 
 
 def read_ome_attrs(group_dir: Path) -> tuple[dict[str, Any], str] | None:
     """The OME attributes of a Zarr group directory and their NGFF version, or None if not a group."""
     v3 = group_dir / "zarr.json"
     if v3.is_file():
-        attrs = json.loads(v3.read_text()).get("attributes", {})
-        ome = attrs.get("ome")
-        if isinstance(ome, dict):
-            return ome, str(ome.get("version", "0.5"))
-        return attrs, "0.4"
+        return _ome_from_documents(v3.read_bytes(), None)
     v2 = group_dir / ".zattrs"
     if v2.is_file():
-        attrs = json.loads(v2.read_text())
-        return attrs, "0.4"
+        return _ome_from_documents(None, v2.read_bytes())
     return None
+
+
+def _read_groups(source: PlateSource, groups: list[str]) -> dict[str, tuple[dict[str, Any], str] | None]:
+    """:func:`read_ome_attrs` of many groups (paths relative to the plate): ``zarr.json`` of all at once,
+    then ``.zattrs`` of those without one (URLs: concurrent requests, two rounds at most)."""
+    def key(group: str, name: str) -> str:
+        return f"{group}/{name}" if group else name
+
+    v3 = source.read_optional(key(g, "zarr.json") for g in groups)
+    rest = [g for g in groups if v3.get(key(g, "zarr.json")) is None]
+    v2 = source.read_optional(key(g, ".zattrs") for g in rest) if rest else {}
+    return {g: _ome_from_documents(v3.get(key(g, "zarr.json")), v2.get(key(g, ".zattrs"))) for g in groups}
+
+
+def _escapes(text: str) -> bool:
+    parts = re.split(r"[\\/]", text)
+    return bool(not text or "\0" in text or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text)
+                or ".." in parts)
 
 
 def inside(root: Path, base: Path, rel: Any, what: str) -> Path:
     """``base / rel`` for a metadata path ``rel``; refused unless it is relative and stays inside ``root``."""
     text = rel if isinstance(rel, str) else ""
-    parts = re.split(r"[\\/]", text)
-    escapes = (not text or "\0" in text or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text)
-               or ".." in parts)
+    escapes = _escapes(text)
     if not escapes:
         try:
             escapes = not (base / text).resolve().is_relative_to(root.resolve())
@@ -62,21 +87,38 @@ def inside(root: Path, base: Path, rel: Any, what: str) -> Path:
     return base / text
 
 
-def looks_like(root: Path) -> bool:
-    """True when ``root`` is a Zarr group with OME ``plate`` metadata."""
+def _inside(source: PlateSource, base: str, rel: Any, what: str) -> str:
+    """The plate-relative path of ``base/rel`` for a metadata path ``rel`` (see :func:`inside`)."""
+    if not source.remote:
+        root = Path(source.root)
+        return (inside(root, root / base if base else root, rel, what)).relative_to(root).as_posix()
+    text = rel if isinstance(rel, str) else ""
+    if _escapes(text):
+        group = "the plate" if not base else f"group {base}"
+        raise PlateLayoutError(f"{source.root}: the {what} path {rel!r} in the metadata of {group} is not a relative "
+                               "path inside the plate (absolute, '..', or a link out of it); refusing to read it")
+    joined = "/".join(p for p in f"{base}/{text}".split("/") if p not in ("", "."))
+    return joined
+
+
+def looks_like(source: PlateSource | Path) -> bool:
+    """True when the folder is a Zarr group with OME ``plate`` metadata."""
+    source = as_source(source)
     try:
-        found = read_ome_attrs(root)
-    except (OSError, ValueError):
+        found = _read_groups(source, [""])[""]
+    except (OSError, ValueError) as exc:
+        if source.remote and not isinstance(exc, ValueError):
+            raise  # the store failed (a timeout, denied access): say so rather than try other layouts
         return False
     return found is not None and "plate" in found[0]
 
 
-def parse(root: Path) -> PlateIndex:
-    """Index an OME-Zarr HCS plate."""
-    root = Path(root)
-    found = read_ome_attrs(root)
+def parse(source: PlateSource | Path) -> PlateIndex:
+    """Index an OME-Zarr HCS plate (its metadata documents only: one round of reads per level for URLs)."""
+    source = as_source(source)
+    found = _read_groups(source, [""])[""]
     if found is None or "plate" not in found[0]:
-        raise PlateLayoutError(f"{root} is not an OME-Zarr plate (no 'plate' metadata in zarr.json or .zattrs)")
+        raise PlateLayoutError(f"{source.root} is not an OME-Zarr plate (no 'plate' metadata in zarr.json or .zattrs)")
     plate_attrs = found[0]
     plate = plate_attrs["plate"]
     rows = [r["name"] for r in plate.get("rows", [])]
@@ -86,17 +128,22 @@ def parse(root: Path) -> PlateIndex:
     pixel_size = None
     expected_sites = set()
     arrays: list[tuple[str, tuple[int, int], np.dtype]] = []
+    wells: list[tuple[str, str, str]] = []  # (well path in the metadata, plate-relative folder, well name)
     for well in plate.get("wells", []):
         well_path = well.get("path") if isinstance(well, dict) else None
-        well_dir = inside(root, root, well_path, "well")
+        well_dir = _inside(source, "", well_path, "well")
         try:
             row_name, col_name = well_path.split("/")
             if "rowIndex" in well:
                 row_name, col_name = rows[well["rowIndex"]], columns[well["columnIndex"]]
             name = well_name(row_name, int(col_name))
         except (ValueError, IndexError) as exc:
-            raise PlateLayoutError(f"{root}: well path {well_path!r} is not '<row>/<column>'") from exc
-        well_found = read_ome_attrs(well_dir)
+            raise PlateLayoutError(f"{source.root}: well path {well_path!r} is not '<row>/<column>'") from exc
+        wells.append((well_path, well_dir, name))
+    well_docs = _read_groups(source, [w for _, w, _ in wells])
+    fields: list[tuple[str, str, int, str, str]] = []  # (well name, well path, site, image path, field folder)
+    for well_path, well_dir, name in wells:
+        well_found = well_docs[well_dir]
         if well_found is None or "well" not in well_found[0]:
             unrecognized.append(well_path)
             continue
@@ -104,38 +151,45 @@ def parse(root: Path) -> PlateIndex:
         for site, image in enumerate(images, 1):
             expected_sites.add(site)
             image_path = image.get("path") if isinstance(image, dict) else None
-            field_dir = inside(root, well_dir, image_path, "field")
-            field_found = read_ome_attrs(field_dir)
-            if field_found is None or "multiscales" not in field_found[0]:
-                unrecognized.append(f"{well_path}/{image_path}")
-                continue
-            attrs = field_found[0]
-            multiscale = attrs["multiscales"][0]
-            axes = [a["name"] if isinstance(a, dict) else str(a) for a in multiscale.get("axes", "tczyx")]
-            dataset = multiscale["datasets"][0]
-            array_dir = inside(root, field_dir, dataset.get("path"), "dataset")
-            array_meta = _array_meta(array_dir)
-            shape = array_meta["shape"]
-            arrays.append((f"{well_path}/{image_path}/{dataset['path']}", tuple(shape[-2:]),
-                           np.dtype(array_meta["dtype"])))
-            if not axes or len(axes) != len(shape):
-                axes = list("tczyx"[-len(shape):])
-            if pixel_size is None:
-                for transform in dataset.get("coordinateTransformations", []):
-                    if transform.get("type") == "scale":
-                        pixel_size = float(transform["scale"][-1])
-            if not channel_names:
-                for c, channel in enumerate((attrs.get("omero") or {}).get("channels", []), 1):
-                    if channel.get("label"):
-                        channel_names[c] = str(channel["label"])
-            lead = axes[:-2]
-            sizes = dict(zip(lead, shape[:-2], strict=True))
-            for t in range(sizes.get("t", 1)):
-                for c in range(sizes.get("c", 1)):
-                    for z in range(sizes.get("z", 1)):
-                        index = {"t": t, "c": c, "z": z}
-                        ref = plane_ref(str(array_dir), **{a: index.get(a, 0) for a in lead})
-                        records.append((name, site, c + 1, z + 1, t + 1, ref))
+            fields.append((name, well_path, site, image_path, _inside(source, well_dir, image_path, "field")))
+    field_docs = _read_groups(source, [f[4] for f in fields])
+    datasets: list[tuple[str, str, int, str, dict[str, Any], dict[str, Any], str]] = []
+    for name, well_path, site, image_path, field_dir in fields:
+        field_found = field_docs[field_dir]
+        if field_found is None or "multiscales" not in field_found[0]:
+            unrecognized.append(f"{well_path}/{image_path}")
+            continue
+        attrs = field_found[0]
+        dataset = attrs["multiscales"][0]["datasets"][0]
+        array_dir = _inside(source, field_dir, dataset.get("path"), "dataset")
+        datasets.append((name, well_path, site, image_path, attrs, dataset, array_dir))
+    metas = _array_metas(source, [d[6] for d in datasets])
+    for name, well_path, site, image_path, attrs, dataset, array_dir in datasets:
+        multiscale = attrs["multiscales"][0]
+        axes = [a["name"] if isinstance(a, dict) else str(a) for a in multiscale.get("axes", "tczyx")]
+        array_meta = metas[array_dir]
+        shape = array_meta["shape"]
+        arrays.append((f"{well_path}/{image_path}/{dataset['path']}", tuple(shape[-2:]),
+                       np.dtype(array_meta["dtype"])))
+        if not axes or len(axes) != len(shape):
+            axes = list("tczyx"[-len(shape):])
+        if pixel_size is None:
+            for transform in dataset.get("coordinateTransformations", []):
+                if transform.get("type") == "scale":
+                    pixel_size = float(transform["scale"][-1])
+        if not channel_names:
+            for c, channel in enumerate((attrs.get("omero") or {}).get("channels", []), 1):
+                if channel.get("label"):
+                    channel_names[c] = str(channel["label"])
+        lead = axes[:-2]
+        sizes = dict(zip(lead, shape[:-2], strict=True))
+        array_ref = source.join(array_dir)
+        for t in range(sizes.get("t", 1)):
+            for c in range(sizes.get("c", 1)):
+                for z in range(sizes.get("z", 1)):
+                    index = {"t": t, "c": c, "z": z}
+                    ref = plane_ref(array_ref, **{a: index.get(a, 0) for a in lead})
+                    records.append((name, site, c + 1, z + 1, t + 1, ref))
     problems = []
     image_shape = dtype = None
     if arrays:
@@ -147,8 +201,8 @@ def parse(root: Path) -> PlateIndex:
     gaps = find_gaps(table, sites=expected_sites or None) if not table.empty else None
     return PlateIndex(
         table,
-        name=str(plate.get("name") or root.stem),
-        root=str(root),
+        name=str(plate.get("name") or source.stem),
+        root=source.root,
         source_format=NAME,
         channel_names=channel_names,
         pixel_size_um=pixel_size,
@@ -157,14 +211,20 @@ def parse(root: Path) -> PlateIndex:
         image_shape=image_shape,
         dtype=dtype,
         problems=problems,
+        storage_options=source.storage_options,
     )
 
 
-def _array_meta(array_dir: Path) -> dict[str, Any]:
-    """Shape and dtype text of a Zarr array from its metadata file (v3 ``zarr.json`` or v2 ``.zarray``)."""
-    for name in ("zarr.json", ".zarray"):
-        path = array_dir / name
-        if path.is_file():
-            meta = json.loads(path.read_text())
-            return {"shape": list(meta["shape"]), "dtype": meta.get("data_type") or meta.get("dtype")}
-    raise PlateLayoutError(f"no Zarr array at {array_dir}")
+def _array_metas(source: PlateSource, array_dirs: list[str]) -> dict[str, dict[str, Any]]:
+    """Shape and dtype text of Zarr arrays from their metadata (v3 ``zarr.json`` or v2 ``.zarray``)."""
+    v3 = source.read_optional(f"{a}/zarr.json" for a in array_dirs)
+    rest = [a for a in array_dirs if v3.get(f"{a}/zarr.json") is None]
+    v2 = source.read_optional(f"{a}/.zarray" for a in rest) if rest else {}
+    out = {}
+    for a in array_dirs:
+        raw = v3.get(f"{a}/zarr.json") or v2.get(f"{a}/.zarray")
+        if raw is None:
+            raise PlateLayoutError(f"no Zarr array at {source.join(a)}")
+        meta = json.loads(raw)
+        out[a] = {"shape": list(meta["shape"]), "dtype": meta.get("data_type") or meta.get("dtype")}
+    return out

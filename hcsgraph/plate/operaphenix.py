@@ -13,7 +13,6 @@ index has them (``<Maps>`` entries or ``<Image>`` elements). The index may start
 
 from __future__ import annotations
 
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -31,7 +30,8 @@ from hcsgraph.plate.index import (
     split_well,
     well_name,
 )
-from hcsgraph.plate.scan import FileScan, scan_files
+from hcsgraph.plate.scan import FileScan
+from hcsgraph.plate.source import PlateSource, as_source
 
 NAME = "operaphenix"
 INDEX_NAMES = ("Index.idx.xml", "Index.xml")
@@ -44,18 +44,20 @@ _HARMONY_RE = re.compile(r"HarmonyV(\d+)", re.IGNORECASE)
 _UNIT_TO_UM = {"m": 1e6, "mm": 1e3, "um": 1.0, "µm": 1.0, "micrometer": 1.0, "nm": 1e-3}
 
 
-def find_index(root: Path) -> Path | None:
-    """The index XML in ``root`` or ``root/Images``, if any."""
-    for directory in (root, root / "Images"):
+def find_index(source: PlateSource | Path) -> str | None:
+    """The relative path of the index XML in the folder or its ``Images`` folder, if any."""
+    source = as_source(source)
+    for directory in ("", "Images"):
         for name in INDEX_NAMES:
-            if (directory / name).is_file():
-                return directory / name
+            rel = f"{directory}/{name}" if directory else name
+            if source.is_file(rel):
+                return rel
     return None
 
 
-def looks_like(root: Path) -> bool:
-    """True when ``root`` (or its ``Images`` folder) holds an Opera Phenix/Operetta index."""
-    return find_index(root) is not None
+def looks_like(source: PlateSource | Path) -> bool:
+    """True when the folder (or its ``Images`` folder) holds an Opera Phenix/Operetta index."""
+    return find_index(source) is not None
 
 
 def _local(tag: str) -> str:
@@ -90,14 +92,15 @@ def _int(fields: dict[str, ET.Element], key: str) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def parse_index(path: Path) -> dict:
+def parse_index(path: Path | str, data: bytes | None = None) -> dict:
     """Plate name, channel names, pixel and image size, and the planes the index expects.
 
+    ``data``: the index's bytes when already read (``path`` then only names it in errors).
     ``planes`` is the set of expected ``(well, site, channel, z, t)`` (1-based); ``wells``, ``sites``,
     ``z``, ``channels`` and ``t`` are their values, ``image_shape`` is (Y, X) or None.
     """
-    try:
-        tree = ET.parse(path)  # expat reads (and drops) a UTF-8 byte order mark
+    try:  # expat reads (and drops) a UTF-8 byte order mark
+        tree = ET.parse(path) if data is None else ET.ElementTree(ET.fromstring(data))
     except ET.ParseError as exc:
         raise PlateLayoutError(f"cannot parse the plate index {path}: {exc}") from exc
     root = tree.getroot()
@@ -166,15 +169,14 @@ def _well_order(well: str) -> tuple[int, int]:
     return row_number(row), column
 
 
-def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
-    """Index an Opera Phenix / Operetta plate directory (``scan``: its files, when already listed)."""
-    root = Path(root)
-    index_path = find_index(root)
-    if index_path is None:
-        raise PlateLayoutError(f"no {' or '.join(INDEX_NAMES)} in {root} or {root / 'Images'}")
-    meta = parse_index(index_path)
-    scan = scan or scan_files(root)
-    root_text = str(root)
+def parse(source: PlateSource | Path, scan: FileScan | None = None) -> PlateIndex:
+    """Index an Opera Phenix / Operetta plate folder (``scan``: its files, when already listed)."""
+    source = as_source(source)
+    index_rel = find_index(source)
+    if index_rel is None:
+        raise PlateLayoutError(f"no {' or '.join(INDEX_NAMES)} in {source.root} or {source.join('Images')}")
+    meta = parse_index(source.join(index_rel), None if not source.remote else source.read_bytes(index_rel))
+    scan = scan or source.scan()
     records, unrecognized = [], []
     for rel in scan.files:
         name = rel.rpartition("/")[2]
@@ -185,12 +187,12 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
             continue
         g = match.groupdict()
         records.append((well_name(int(g["row"]), int(g["column"])), int(g["site"]), int(g["channel"]),
-                        int(g["z"]), int(g["t"]), os.path.join(root_text, rel)))
+                        int(g["z"]), int(g["t"]), source.join(rel)))
     table = build_table(records)
     return PlateIndex(
         table,
-        name=meta["name"] or root.name,
-        root=str(root),
+        name=meta["name"] or source.name,
+        root=source.root,
         source_format=NAME,
         channel_names=meta["channel_names"],
         pixel_size_um=meta["pixel_size_um"],
@@ -198,4 +200,5 @@ def parse(root: Path, scan: FileScan | None = None) -> PlateIndex:
         gaps=_gaps(table, meta),
         image_shape=meta["image_shape"],
         problems=scan.problems,
+        storage_options=source.storage_options,
     )

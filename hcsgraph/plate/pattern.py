@@ -23,7 +23,8 @@ from hcsgraph.plate.index import (
     split_well,
     well_name,
 )
-from hcsgraph.plate.scan import FileScan, scan_files
+from hcsgraph.plate.scan import FileScan
+from hcsgraph.plate.source import PlateSource, as_source
 
 NAME = "pattern"
 
@@ -43,11 +44,11 @@ def compile_pattern(pattern: str | re.Pattern) -> re.Pattern:
     return regex
 
 
-def parse(root: Path, pattern: str | re.Pattern, scan: FileScan | None = None) -> PlateIndex:
-    """Index the files under ``root`` whose relative path or name matches ``pattern``."""
-    root = Path(root)
+def parse(source: PlateSource | Path, pattern: str | re.Pattern, scan: FileScan | None = None) -> PlateIndex:
+    """Index the files under the folder whose relative path or name matches ``pattern``."""
+    source = as_source(source)
     regex = compile_pattern(pattern)
-    scan = scan or scan_files(root)
+    scan = scan or source.scan()
     matches, unrecognized = [], []
     for rel in scan.files:
         name = rel.rpartition("/")[2]
@@ -66,7 +67,7 @@ def parse(root: Path, pattern: str | re.Pattern, scan: FileScan | None = None) -
         except (TypeError, ValueError):
             unrecognized.append(rel)
             continue
-        matches.append((well, g, str(root / rel)))
+        matches.append((well, g, source.join(rel)))
     raw_channels = {g.get("channel") for _, g, _ in matches if g.get("channel")}
     channel_names: dict[int, str] = {}
     if raw_channels and not all(c.isdigit() for c in raw_channels):
@@ -89,10 +90,11 @@ def parse(root: Path, pattern: str | re.Pattern, scan: FileScan | None = None) -
                                   "name that varies (site, channel, z, t)?") from None
     return PlateIndex(
         table,
-        name=root.name,
-        root=str(root),
+        name=source.name,
+        root=source.root,
         source_format=NAME,
         channel_names=channel_names,
         unrecognized=unrecognized,
         problems=scan.problems,
+        storage_options=source.storage_options,
     )

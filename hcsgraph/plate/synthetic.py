@@ -7,6 +7,18 @@ gradient, with Poisson noise. The number of nuclei differs from well to well. On
 plane, Gaussian smoothing + Otsu threshold + opening + labelling finds the true count within 10%. The ground truth
 (one row per image: well, site, channel, z, t, path, count) is written beside the images as
 ``ground_truth.csv`` and ``ground_truth.json``. The same seed gives the same plate.
+
+Two options make plates for object measurements (both off by default, and the plates above are
+then unchanged): ``touching=0.3`` places about 30% of the nuclei in pairs of round nuclei that
+overlap by ``PAIR_OVERLAP`` of their summed radii (a neck that a watershed splits and plain
+labelling does not), and ``known_intensity=True`` renders every channel after the first as one flat
+level per nucleus (drawn per nucleus and channel, 0.3-1.5 x the channel's peak; the two nuclei of a
+pair within 15% of each other) over the nucleus and a ``CELL_MARGIN``-pixel ring around it, on the
+same background. A pixel belongs to the nucleus whose rim is nearest, so the two
+nuclei of a pair split their overlap. Either option writes ``ground_truth_objects.csv`` (also
+``SyntheticPlate.objects``): one row per nucleus with well, site, nucleus, pair (-1: single), y, x,
+radius_y, radius_x, angle, z (the in-focus plane), area (its own pixels) and ``<channel>_mean``, the
+noise-free mean of each channel over the nucleus' own pixels on plane z at t=1.
 """
 
 from __future__ import annotations
@@ -29,6 +41,11 @@ LAYOUTS = ("imagexpress", "operaphenix", "cellvoyager")
 PLATE_FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 GROUND_TRUTH_CSV = "ground_truth.csv"
 GROUND_TRUTH_JSON = "ground_truth.json"
+GROUND_TRUTH_OBJECTS_CSV = "ground_truth_objects.csv"
+CELL_MARGIN = 3.0
+"""With ``known_intensity``, a nucleus' flat level reaches this many pixels beyond its rim."""
+PAIR_OVERLAP = 0.1
+"""The centres of a touching pair are ``(1 - PAIR_OVERLAP) * (r1 + r2)`` apart."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,8 @@ class SyntheticPlate:
     ground_truth: pd.DataFrame
     channel_names: dict[int, str]
     pixel_size_um: float
+    objects: pd.DataFrame | None = None
+    """One row per nucleus (with ``touching`` or ``known_intensity``), else None."""
 
     @property
     def index(self) -> PlateIndex:
@@ -61,6 +80,7 @@ class _Nuclei:
     rx: np.ndarray
     angle: np.ndarray
     brightness: np.ndarray
+    pair: np.ndarray | None = None  # the pair number of each nucleus, -1 for a single one
 
 
 def plate_wells(plate_format: int, n_wells: int | None = None, wells: Sequence[str] | None = None) -> list[str]:
@@ -108,16 +128,121 @@ def _place_nuclei(rng: np.random.Generator, shape: tuple[int, int], target: int,
     return _Nuclei(np.asarray(ys), np.asarray(xs), r, r * aspect, rng.uniform(0, np.pi, n), rng.uniform(0.6, 1.4, n))
 
 
+def _place_with_pairs(rng: np.random.Generator, shape: tuple[int, int], target: int, radius: float,
+                      touching: float) -> _Nuclei:
+    """Up to ``target`` nuclei, about ``touching`` of them in overlapping pairs; pairs and singles stay apart."""
+    h, w = shape
+    gap = max(3.0, 0.4 * radius)
+    n_pairs = int(round(target * touching / 2))
+    ys: list[float] = []
+    xs: list[float] = []
+    rys: list[float] = []
+    rxs: list[float] = []
+    pairs: list[int] = []
+    units: list[tuple[float, float, float]] = []  # (y, x, reach) of every placed pair or single
+    for kind in ["pair"] * n_pairs + ["single"] * (target - 2 * n_pairs):
+        for _ in range(30):
+            r1, r2 = radius * (0.7 + 0.6 * rng.uniform(size=2))
+            d = (1.0 - PAIR_OVERLAP) * (r1 + r2)
+            theta = rng.uniform(0, np.pi)
+            reach = d / 2 + max(r1, r2) if kind == "pair" else r1
+            room_y, room_x = h - 2 * reach - 2, w - 2 * reach - 2
+            cy, cx = reach + 1 + rng.uniform() * room_y, reach + 1 + rng.uniform() * room_x
+            if min(room_y, room_x) <= 0:
+                continue
+            if any(np.hypot(uy - cy, ux - cx) < ur + reach + gap for uy, ux, ur in units):
+                continue
+            units.append((cy, cx, reach))
+            if kind == "single":
+                members = [(cy, cx, r1, r1 * rng.uniform(0.8, 1.0), -1)]
+            else:  # two round nuclei, their centres d apart on either side of the pair's centre
+                number = 1 + max(pairs, default=-1)
+                dy, dx = np.sin(theta) * d / 2, np.cos(theta) * d / 2
+                members = [(cy - dy, cx - dx, r1, r1, number), (cy + dy, cx + dx, r2, r2, number)]
+            for y, x, ry, rx, pair in members:
+                ys.append(y)
+                xs.append(x)
+                rys.append(ry)
+                rxs.append(rx)
+                pairs.append(pair)
+            break
+    n = len(ys)
+    return _Nuclei(np.asarray(ys), np.asarray(xs), np.asarray(rys), np.asarray(rxs), rng.uniform(0, np.pi, n),
+                   rng.uniform(0.6, 1.4, n), np.asarray(pairs, dtype=np.int64))
+
+
+def _owners(nuclei: _Nuclei, shape: tuple[int, int], margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the nucleus (1-based) whose rim is nearest within ``margin`` pixels outside it (0:
+    none) and the signed distance to that rim in pixels (negative inside)."""
+    h, w = shape
+    rim = np.full(shape, np.inf)
+    owner = np.zeros(shape, dtype=np.int32)
+    for i, (y, x, ry, rx, angle) in enumerate(zip(nuclei.y, nuclei.x, nuclei.ry, nuclei.rx, nuclei.angle,
+                                                  strict=True), start=1):
+        half = int(np.ceil(max(ry, rx) + margin)) + 2
+        y0, y1 = max(0, int(y) - half), min(h, int(y) + half + 1)
+        x0, x1 = max(0, int(x) - half), min(w, int(x) + half + 1)
+        dy = np.arange(y0, y1)[:, None] - y
+        dx = np.arange(x0, x1)[None, :] - x
+        cos, sin = np.cos(angle), np.sin(angle)
+        u = (dy * cos + dx * sin) / ry
+        v = (-dy * sin + dx * cos) / rx
+        dist = (np.sqrt(u * u + v * v) - 1.0) * min(ry, rx)  # as _render measures it
+        window = rim[y0:y1, x0:x1]
+        closer = (dist < window) & (dist < margin)
+        window[closer] = dist[closer]
+        owner[y0:y1, x0:x1][closer] = i
+    return owner, rim
+
+
+def _background(shape: tuple[int, int], background: float, gradient: tuple[float, float]) -> np.ndarray:
+    """The offset background with its gentle gradient (expected counts)."""
+    h, w = shape
+    yy = np.linspace(-0.5, 0.5, h)[:, None]
+    xx = np.linspace(-0.5, 0.5, w)[None, :]
+    return np.broadcast_to(background * (1.0 + gradient[0] * yy + gradient[1] * xx), shape).astype(np.float64)
+
+
+def _intensity_levels(rng: np.random.Generator, nuclei: _Nuclei, channels: int) -> np.ndarray:
+    """The flat level of every nucleus in every channel (x peak): 0.3-1.5, the second of a pair
+    within 15% of the first (a split line a pixel off then moves a mean by well under 1%)."""
+    levels = rng.uniform(0.3, 1.5, (len(nuclei.y), channels))
+    if nuclei.pair is not None:
+        for number in np.unique(nuclei.pair[nuclei.pair >= 0]):
+            first, second = np.flatnonzero(nuclei.pair == number)[:2]
+            levels[second] = levels[first] * rng.uniform(0.85, 1.15, channels)
+    return levels
+
+
+def _object_truth(well: str, site: int, nuclei: _Nuclei, owner: np.ndarray, rim: np.ndarray, z: int) -> list[dict]:
+    """One row per nucleus: position, shape, pair and area (its own pixels inside its rim)."""
+    inside = (owner > 0) & (rim < 0)
+    areas = np.bincount(owner[inside], minlength=len(nuclei.y) + 1)[1:]
+    pairs = nuclei.pair if nuclei.pair is not None else np.full(len(nuclei.y), -1)
+    return [
+        {"well": well, "site": site, "nucleus": i + 1, "pair": int(pairs[i]), "y": float(nuclei.y[i]),
+         "x": float(nuclei.x[i]), "radius_y": float(nuclei.ry[i]), "radius_x": float(nuclei.rx[i]),
+         "angle": float(nuclei.angle[i]), "z": z, "area": int(areas[i])}
+        for i in range(len(nuclei.y))
+    ]
+
+
+def _add_means(rows: list[dict], expected: np.ndarray, owner: np.ndarray, rim: np.ndarray, name: str) -> None:
+    """``<name>_mean`` of every row: the mean of ``expected`` over the nucleus' own pixels."""
+    inside = (owner > 0) & (rim < 0)
+    sums = np.bincount(owner[inside], weights=expected[inside], minlength=len(rows) + 1)[1:]
+    counts = np.bincount(owner[inside], minlength=len(rows) + 1)[1:]
+    for row, total, count in zip(rows, sums, counts, strict=True):
+        row[f"{name}_mean"] = float(total / count) if count else float("nan")
+
+
 def _render(
     nuclei: _Nuclei, shape: tuple[int, int], *, peak: float, background: float, edge: float,
     rng: np.random.Generator, gradient: tuple[float, float],
 ) -> np.ndarray:
     """Expected photon counts: background with a gentle gradient plus soft-edged nuclei, each in its own window."""
     h, w = shape
-    yy = np.linspace(-0.5, 0.5, h)[:, None]
-    xx = np.linspace(-0.5, 0.5, w)[None, :]
-    image = background * (1.0 + gradient[0] * yy + gradient[1] * xx)
-    image = np.broadcast_to(image, shape).astype(np.float64)
+    image = _background(shape, background, gradient)
     for y, x, ry, rx, angle, bright in zip(nuclei.y, nuclei.x, nuclei.ry, nuclei.rx, nuclei.angle,
                                            nuclei.brightness, strict=True):
         half = int(np.ceil(max(ry, rx) + 4 * edge)) + 1
@@ -179,6 +304,8 @@ def make_plate(
     plate_name: str = "SynthPlate",
     pixel_size_um: float = 0.65,
     channel_names: Sequence[str] | None = None,
+    touching: float = 0.0,
+    known_intensity: bool = False,
 ) -> SyntheticPlate:
     """Write a synthetic plate to ``path`` (a new or empty directory) and return it with its ground truth.
 
@@ -186,6 +313,8 @@ def make_plate(
     ``"operaphenix"`` (``Images/Index.idx.xml``, ``Images/r01c01f01p01-ch1sk1fk1fl1.tiff``) or
     ``"cellvoyager"`` (``MeasurementData.mlf``, ``MeasurementDetail.mrf``,
     ``<name>_A01_T0001F001L01A01Z01C01.tif``). Wells default to ``("A01", "A02")``.
+    ``touching`` (a fraction 0..1 of the nuclei) and ``known_intensity`` make touching pairs and
+    per-nucleus intensities with a per-object ground truth (see the module documentation).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
@@ -196,6 +325,9 @@ def make_plate(
         if int(value) < 1:
             raise ValueError(f"{label}={value} must be >= 1")
     shape = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if not 0.0 <= float(touching) <= 1.0:
+        raise ValueError(f"touching={touching} must be a fraction 0..1 of the nuclei")
+    with_objects = bool(touching) or bool(known_intensity)
     if min(shape) < 16:
         raise ValueError(f"size={size} is too small; use at least 16x16 pixels")
     dtype = np.dtype(dtype)
@@ -216,26 +348,44 @@ def make_plate(
     background, peak = _levels(dtype)
     mid_z = (z - 1) / 2.0
     records = []
+    object_rows: list[dict] = []
+    focus = int(round(mid_z)) + 1  # the in-focus plane, 1-based
     for well in well_list:
         density = rng.uniform(0.35, 1.0)  # nuclei per well vary, as a treatment would make them
         for site in range(1, sites + 1):
             target = max(1, int(round(capacity * density * rng.uniform(0.85, 1.15))))
-            nuclei = _place_nuclei(rng, shape, target, radius)
+            if touching:
+                nuclei = _place_with_pairs(rng, shape, target, radius, float(touching))
+            else:
+                nuclei = _place_nuclei(rng, shape, target, radius)
             gradient = tuple(rng.uniform(-0.25, 0.25, 2))
+            if with_objects:
+                owner, rim = _owners(nuclei, shape, CELL_MARGIN)
+                levels = _intensity_levels(rng, nuclei, channels) if known_intensity else None
+                site_truth = _object_truth(well, site, nuclei, owner, rim, focus)
             for tp in range(1, t + 1):
                 for c in range(1, channels + 1):
                     for zp in range(1, z + 1):
                         defocus = abs(zp - 1 - mid_z)
-                        expected = _render(
-                            nuclei, shape,
-                            peak=peak * (1.0 - 0.15 * (c - 1)) / (1.0 + 0.15 * defocus),
-                            background=background, edge=0.8 + 0.3 * defocus, rng=rng, gradient=gradient,
-                        )
+                        level = peak * (1.0 - 0.15 * (c - 1)) / (1.0 + 0.15 * defocus)
+                        if known_intensity and c > 1:
+                            expected = _background(shape, background, gradient)
+                            ring = owner > 0
+                            expected[ring] += level * levels[owner[ring] - 1, c - 1]
+                        else:
+                            expected = _render(
+                                nuclei, shape, peak=level,
+                                background=background, edge=0.8 + 0.3 * defocus, rng=rng, gradient=gradient,
+                            )
+                        if with_objects and tp == 1 and zp == focus:
+                            _add_means(site_truth, expected, owner, rim, names[c - 1])
                         image = _to_dtype(expected, dtype, rng)
                         file_path = _image_path(image_dir, layout, plate_name, well, site, c, zp, tp, z)
                         file_path.parent.mkdir(parents=True, exist_ok=True)
                         tifffile.imwrite(file_path, image)
                         records.append((well, site, c, zp, tp, str(file_path), len(nuclei.y)))
+            if with_objects:
+                object_rows.extend(site_truth)
     truth = pd.DataFrame(records, columns=["well", "site", "channel", "z", "t", "path", "count"])
     channel_map = {i: n for i, n in enumerate(names, 1)}
     if layout == "imagexpress":
@@ -249,7 +399,11 @@ def make_plate(
         "channel_names": channel_map, "pixel_size_um": pixel_size_um, "images": truth.to_dict(orient="records"),
     }, indent=1))
     _write_atomic(root / GROUND_TRUTH_CSV, truth.to_csv(index=False))
-    return SyntheticPlate(root, layout, truth, channel_map, pixel_size_um)
+    objects = None
+    if with_objects:
+        objects = pd.DataFrame(object_rows)
+        _write_atomic(root / GROUND_TRUTH_OBJECTS_CSV, objects.to_csv(index=False))
+    return SyntheticPlate(root, layout, truth, channel_map, pixel_size_um, objects)
 
 
 def _image_path(image_dir: Path, layout: str, plate: str, well: str, site: int, channel: int, zp: int, tp: int,

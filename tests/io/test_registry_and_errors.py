@@ -21,7 +21,7 @@ from hcsgraph.io.zarr import ZarrStorageBackend
 
 
 def test_global_registry_has_the_three_backends():
-    assert storage_registry.get_available_backends() == ["memory", "disk", "zarr"]
+    assert storage_registry.get_available_backends() == ["memory", "disk", "zarr", "fsspec"]
     assert isinstance(storage_registry.get_backend("disk"), DiskStorageBackend)
     assert isinstance(storage_registry.get_backend(Backend.MEMORY), MemoryStorageBackend)
     assert storage_registry.get_backend("zarr") is storage_registry.get_backend(Backend.ZARR)
