@@ -88,9 +88,9 @@ class PlatePage:
         self.summary = Div(text="No hcsgraph run on this scheduler yet.", name="summary")
         self.run_select.on_change("value", self._pick_run)
         self.metric_select.on_change("value", self._pick_metric)
-        self.holder = column(Div(text=""), name="plate-holder")
+        self.plot, self.wells, self.bar = self._figure()
         doc.title = "hcsgraph: plate"
-        doc.add_root(column(row(self.run_select, self.metric_select), self.summary, self.holder,
+        doc.add_root(column(row(self.run_select, self.metric_select), self.summary, self.plot,
                             sizing_mode="stretch_width", name="plate-page"))
         doc.add_periodic_callback(self.refresh, REFRESH_MS)
         self.refresh()
@@ -131,7 +131,9 @@ class PlatePage:
         if self.run_select.value != run.token:
             self.run_select.value = run.token
         self.metric = STATE if self.metric not in run.metrics else self.metric
-        self.holder.children = [self._figure(run)]
+        self.metric_select.options = [STATE, *run.metrics]
+        self.metric_select.value = self.metric
+        self._draw_plate(run)
         self._update(run)
 
     def _update(self, run: PlateRun) -> None:
@@ -173,31 +175,37 @@ class PlatePage:
             self.source.data = self._table(run)
 
     # -- drawing -------------------------------------------------------------------------
-    def _figure(self, run: PlateRun) -> Any:
-        letters, n_cols = run.grid
-        cell = max(14, min(46, 1100 // max(n_cols, 1)))
-        fig = figure(
-            frame_width=cell * n_cols, frame_height=cell * len(letters),
-            x_range=(0.5, n_cols + 0.5), y_range=(len(letters) + 0.5, 0.5),
-            x_axis_location="above", tools="", toolbar_location=None, name="plate",
-            title=run.label,
-        )
+    def _figure(self) -> tuple[Any, Any, ColorBar]:
+        """The plot, its wells and colour bar; sized and labelled per run by :meth:`_draw_plate`."""
+        fig = figure(x_axis_location="above", tools="", toolbar_location=None, name="plate",
+                     frame_width=300, frame_height=200, x_range=(0.5, 1.5), y_range=(1.5, 0.5))
         fig.grid.visible = False
         fig.outline_line_color = "#888888"
-        fig.xaxis.ticker = FixedTicker(ticks=list(range(1, n_cols + 1)))
-        fig.yaxis.ticker = FixedTicker(ticks=list(range(1, len(letters) + 1)))
-        fig.yaxis.major_label_overrides = {i + 1: letter for i, letter in enumerate(letters)}
         for axis in (fig.xaxis, fig.yaxis):
             axis.major_tick_line_color = None
             axis.axis_line_color = None
-            axis.major_label_text_font_size = f"{max(7, min(12, cell // 3))}pt"
-        wells = fig.scatter("x", "y", source=self.source, marker="circle", size=cell * 0.82,
+        wells = fig.scatter("x", "y", source=self.source, marker="circle", size=20,
                             fill_color="fill", line_color="line", line_width=1.2, name="wells")
         fig.add_tools(HoverTool(renderers=[wells], tooltips=TOOLTIP, name="well-hover"))
         bar = ColorBar(color_mapper=self.mapper, title="", name="value-bar", width=12, visible=False)
         fig.add_layout(bar, "right")
-        self.bar = bar
-        return fig
+        return fig, wells, bar
+
+    def _draw_plate(self, run: PlateRun) -> None:
+        """Fit the plot to the run's plate: its rows, columns and well size."""
+        letters, n_cols = run.grid
+        cell = max(14, min(46, 1100 // max(n_cols, 1)))
+        fig = self.plot
+        fig.title.text = run.label
+        fig.frame_width, fig.frame_height = cell * n_cols, cell * len(letters)
+        fig.x_range.update(start=0.5, end=n_cols + 0.5)
+        fig.y_range.update(start=len(letters) + 0.5, end=0.5)
+        fig.xaxis.ticker = FixedTicker(ticks=list(range(1, n_cols + 1)))
+        fig.yaxis.ticker = FixedTicker(ticks=list(range(1, len(letters) + 1)))
+        fig.yaxis.major_label_overrides = {i + 1: letter for i, letter in enumerate(letters)}
+        for axis in (fig.xaxis, fig.yaxis):
+            axis.major_label_text_font_size = f"{max(7, min(12, cell // 3))}pt"
+        self.wells.glyph.size = cell * 0.82
 
     def _scale(self, run: PlateRun) -> None:
         values = [w.values[self.metric] for w in run.wells.values() if self.metric in w.values]
@@ -210,9 +218,8 @@ class PlatePage:
         self.bar_visible(True)
 
     def bar_visible(self, visible: bool) -> None:
-        bar = getattr(self, "bar", None)
-        if bar is not None and bar.visible != visible:
-            bar.visible = visible
+        if self.bar.visible != visible:
+            self.bar.visible = visible
 
     def _table(self, run: PlateRun) -> dict[str, list[Any]]:
         letters, n_cols = run.grid

@@ -18,8 +18,9 @@ Other versions (tested against numpy): torch ``remove_small_objects``, ``remove_
 ``clear_border`` are exact. pyclesperanto ``remove_small_objects``, ``remove_large_objects``,
 ``clear_border`` (``buffer_size=0`` only) are exact on label images (OpenCL has no bool: a uint8 0/1
 mask is one object, label it first); pyclesperanto ``expand_labels`` grows labels by repeated
-dilation instead of a Euclidean distance, so the outlines differ: on nuclei of radius 6-10 expanded
-by 5 pixels at least 97% of pixels agree and every cell's area is within 15% (tested).
+dilation instead of a Euclidean distance, so the outlines differ (its cells come out 3-10% larger):
+on separate nuclei of radius 6-10 expanded by 5 pixels at least 95% of the pixels agree and every
+cell has an IoU of 0.85 or more with, and an area within 15% of, the numpy one (tested).
 """
 
 from __future__ import annotations

@@ -411,8 +411,9 @@ def downsample_2x(data: np.ndarray, method: DownsampleMethod = "mean") -> np.nda
     return mean.astype(data.dtype)
 
 
-def _open_level(path: str | os.PathLike, well: str, field: int, level: int) -> zarr.Array:
-    array_path = f"{well_path(well)}/{int(field)}/{level}"
+def _open_level(path: str | os.PathLike, well: str, field: int, level: int, image: str = "") -> zarr.Array:
+    inner = f"{image.strip('/')}/" if image else ""
+    array_path = f"{well_path(well)}/{int(field)}/{inner}{level}"
     try:
         return zarr.open_array(store=os.fspath(path), path=array_path, mode="r+")
     except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
@@ -422,26 +423,27 @@ def _open_level(path: str | os.PathLike, well: str, field: int, level: int) -> z
         ) from exc
 
 
-ArrayCache = dict[tuple[str, str, int, int], zarr.Array]
-"""Opened level arrays by ``(plate path, well, field, level)``: pass one dict to several writes to open each once."""
+ArrayCache = dict[tuple[str, str, int, int, str], zarr.Array]
+"""Opened level arrays by ``(plate path, well, field, level, image)``: pass one dict to several writes to open
+each once."""
 
 
-def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache) -> zarr.Array:
-    key = (os.fspath(path), well, int(field), level)
+def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache, image: str = "") -> zarr.Array:
+    key = (os.fspath(path), well, int(field), level, image)
     array = arrays.get(key)
     if array is None:
-        array = arrays[key] = _open_level(path, well, field, level)
+        array = arrays[key] = _open_level(path, well, field, level, image)
     return array
 
 
 def _write(
     path, well: str, field: int, planes: list[Plane], data: Any, expected: tuple[int, ...], n_levels: int,
-    downsample: str, arrays: ArrayCache, what: str,
+    downsample: str, arrays: ArrayCache, what: str, image: str = "",
 ) -> None:
     """Check ``data`` (the caller's shape ``expected``) and write it as ``planes`` on every level."""
     if downsample not in DOWNSAMPLE_METHODS:
         raise ValueError(f"downsample={downsample!r}: expected one of {DOWNSAMPLE_METHODS}")
-    array = _level_array(path, well, field, 0, arrays)
+    array = _level_array(path, well, field, 0, arrays, image)
     data = np.asarray(data)
     if data.shape != expected:
         raise ValueError(f"{what} of well {well}, field {field}: shape {data.shape}, the plate expects {expected}")
@@ -461,7 +463,7 @@ def _write(
     stack = data.reshape((len(planes), *array.shape[-2:]))
     for level in range(n_levels):
         if level:
-            array = _level_array(path, well, field, level, arrays)
+            array = _level_array(path, well, field, level, arrays, image)
             stack = downsample_2x(stack, downsample)
         _write_regions(array, planes, stack)
 
@@ -501,7 +503,7 @@ def _write_regions(array: zarr.Array, planes: list[Plane], stack: np.ndarray) ->
 
 def write_planes(
     path: str | os.PathLike, well: str, field: int, planes: Sequence[Plane], data: np.ndarray, n_levels: int = 1,
-    *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
+    *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None, image: str = "",
 ) -> None:
     """Write YX planes of one field: ``data[i]`` (``data`` is ``[N, Y, X]``) is plane ``planes[i] = (t, c, z)``.
 
@@ -511,12 +513,14 @@ def write_planes(
     written back once. Calls on planes with different :func:`hcsgraph.io.chunking.chunk_owner` keys
     (or of different fields) may run in parallel; two calls on planes of one chunk may not.
     ``arrays``: a dict shared by consecutive calls on one plate, so each level array is opened once.
-    Indices are 0-based.
+    Indices are 0-based. ``image``: a multiscale image inside the field instead of the field's own,
+    e.g. ``"labels/nuclei"`` (see :mod:`hcsgraph.io.omezarr_labels`).
     """
     arrays = {} if arrays is None else arrays
-    shape = _level_array(path, well, field, 0, arrays).shape
+    shape = _level_array(path, well, field, 0, arrays, image).shape
     planes = [(int(t), int(c), int(z)) for t, c, z in planes]
-    _write(path, well, field, planes, data, (len(planes), *shape[-2:]), n_levels, downsample, arrays, "planes")
+    _write(path, well, field, planes, data, (len(planes), *shape[-2:]), n_levels, downsample, arrays, "planes",
+           image)
 
 
 def write_plane(

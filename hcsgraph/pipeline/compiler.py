@@ -150,6 +150,8 @@ class _Compile:
         self.special_tables: set[str] = set()
         self.notes: list[str] = []
         self.location: dict[PlaneId, Location] = {}
+        self.loaded: dict[PlaneId, Location] = {}
+        self.image_source: tuple[dict[PlaneId, Location], np.dtype, bool] | None = None
         self.completed: set[str] = set()
 
     # -- the whole compile -----------------------------------------------------------------
@@ -345,6 +347,7 @@ class _Compile:
             self.tasks[key] = Task(key, T.load_group, ctx, paths, self.in_dtype.str, self.yx)
             for i, p in enumerate(members):
                 self.location[p] = Location(key, i, MemoryType.NUMPY, len(members))
+        self.loaded = dict(self.location)
 
     def emit_steps(self) -> None:
         """One task per step and group, with conversions, regroups and special outputs."""
@@ -403,6 +406,13 @@ class _Compile:
         out_type = MemoryType.NUMPY if scratch else chain.output_type
         for i, p in enumerate(out_members):
             self.location[p] = Location(key, i, out_type, len(out_members))
+        output = plan.step.output
+        if output == "image":
+            self.image_source = (dict(self.location), plan.dtype, plan.labels)
+        elif output is not None:
+            name = output.split(":", 1)[1]
+            self.layout.labels_layout(name).request(key, out_members, out_type, ctx, self._label_dtype(plan),
+                                                   labels=True, name=f"write_labels_{key_name(name)}")
         if plan.step.materialize is not None:
             backend = plan.step.materialize.backend or self.cfg.vfs.materialization_backend
             sub = self.layout.sub_layout(plan.step.materialize.sub_dir, backend)
@@ -457,16 +467,33 @@ class _Compile:
                                     T.Materialize(materializer, path, self.guard))
             self.materialized[ctx.well].append((name, mkey))
 
+    def _label_dtype(self, plan: StepPlan) -> np.dtype:
+        """A label image's dtype: the step's declared unsigned one, or the smallest that any plane's labels fit."""
+        from hcsgraph.io.omezarr_labels import smallest_label_dtype
+
+        declared = plan.step.output_dtype
+        if declared is not None and np.dtype(declared).kind == "u":
+            return np.dtype(declared)
+        return smallest_label_dtype(int(np.prod(self.yx)))
+
     def request_final_writes(self) -> None:
-        """Ask the run's layout to write every plane where the last step left it."""
-        labels = self.plans[-1].labels if self.plans else False
+        """Ask the run's layout to write the field images: the ``output="image"`` step's result, else
+        the plate's own images when some step writes labels, else where the last step left each plane."""
+        if self.image_source is not None:
+            source, dtype, labels = self.image_source
+        elif self.layout.label_layouts:
+            source, dtype, labels = self.loaded, self.in_dtype, False
+        else:
+            source, dtype = self.location, self.out_dtype
+            labels = self.plans[-1].labels if self.plans else False
+        self.out_dtype = dtype
         by_key: dict[Any, list[PlaneId]] = defaultdict(list)
-        for p, loc in sorted(self.location.items(), key=lambda kv: (str(kv[1].key), kv[1].index)):
+        for p, loc in sorted(source.items(), key=lambda kv: (str(kv[1].key), kv[1].index)):
             by_key[loc.key].append(p)
         for key, members in by_key.items():
             ctx = self._ctx("write", members[0][0], members[0][0])
-            self.layout.request(key, members, self.location[members[0]].memory_type, ctx, self.out_dtype,
-                                labels=labels, name="write")
+            self.layout.request(key, members, source[members[0]].memory_type, ctx, dtype, labels=labels,
+                                name="write")
 
     def emit_writes_and_stores(self, state: OutputState) -> None:
         """Write tasks, one per chunk owner's set of groups; the stores' metadata in a thread meanwhile."""
@@ -489,7 +516,8 @@ class _Compile:
         targets = tuple(layout.target(p) for r in unit for p in r.members)
         picks = tuple((i, j) for i, r in enumerate(unit) for j in range(len(r.members)))
         spec = T.WriteSpec(layout.backend.value, layout.image_store, targets, str(first.dtype), layout.n_levels,
-                           picks=picks, downsample="nearest" if layout.labels else "mean", guard=self.guard)
+                           picks=picks, downsample="nearest" if layout.labels else "mean", guard=self.guard,
+                           image=layout.image_path, label_image=layout.label is not None)
         if len(unit) == 1:
             key = (f"{first.name}-{self.token}", *first.source_key[1:])
         else:

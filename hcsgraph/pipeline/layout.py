@@ -49,14 +49,23 @@ class WriteRequest:
 
 
 class OutputLayout:
-    """Paths of one output (the run's, or a step's own ``materialize`` directory)."""
+    """Paths of one output: the run's, a step's own ``materialize`` directory, or a label image.
+
+    A label layout (``label="nuclei"``) writes into its parent's store: ``labels/nuclei`` inside
+    each field of the OME-Zarr plate, or ``labels/nuclei/<well>/...tif`` beside the TIFF folder.
+    It shares the parent's field, z and t positions; its channels are its own.
+    """
 
     def __init__(self, root: str, backend: MaterializationBackend, n_levels: int = 1,
-                 chunk_strategy: ZarrChunkStrategy | str = ZarrChunkStrategy.ADAPTIVE) -> None:
+                 chunk_strategy: ZarrChunkStrategy | str = ZarrChunkStrategy.ADAPTIVE,
+                 label: str | None = None, parent: OutputLayout | None = None) -> None:
         self.root = root
         self.backend = MaterializationBackend(backend)
         self.n_levels = n_levels
         self.chunk_strategy = ZarrChunkStrategy(chunk_strategy)
+        self.label = label
+        self.parent = parent
+        self.label_layouts: dict[str, OutputLayout] = {}
         self.subs: dict[str, OutputLayout] = {}
         self.requests: list[WriteRequest] = []
         self._fields: dict[int, int] = {}
@@ -74,6 +83,10 @@ class OutputLayout:
     @property
     def image_store(self) -> str:
         """The OME-Zarr plate or the TIFF directory."""
+        if self.parent is not None:
+            if self.backend is MaterializationBackend.ZARR:
+                return self.parent.image_store
+            return os.path.join(self.root, "labels", _safe(self.label or "labels"))
         if self.inline_zarr:
             return self.root
         name = ZARR_STORE if self.backend is MaterializationBackend.ZARR else TIFF_DIR
@@ -113,16 +126,34 @@ class OutputLayout:
             raise PipelineCompileError(f"two steps materialise to {sub_dir!r} with different backends")
         return existing
 
+    @property
+    def image_path(self) -> str:
+        """Where inside each field this layout's image lives ("" for the field's own image)."""
+        if self.parent is not None and self.backend is MaterializationBackend.ZARR:
+            from hcsgraph.io.omezarr_labels import label_path
+
+            return label_path(self.label or "labels")
+        return ""
+
+    def labels_layout(self, name: str) -> OutputLayout:
+        """The layout of label image ``name`` of this output."""
+        existing = self.label_layouts.get(name)
+        if existing is None:
+            existing = OutputLayout(self.root, self.backend, self.n_levels, self.chunk_strategy, label=name,
+                                    parent=self)
+            self.label_layouts[name] = existing
+        return existing
+
     def all_layouts(self) -> list[OutputLayout]:
-        """This layout and its step sub-layouts."""
-        return [self, *self.subs.values()]
+        """This layout (first), its label images and its step sub-layouts."""
+        return [self, *self.label_layouts.values(), *self.subs.values()]
 
     # -- existing results ------------------------------------------------------------------
     def existing_artifacts(self, pipeline: Pipeline) -> list[str]:
         """Results of an earlier run found in the output directory."""
         if self.inline_zarr:
             return [n for n in ("zarr.json", ".zattrs", ".zgroup") if os.path.exists(os.path.join(self.root, n))]
-        names = [ZARR_STORE, TIFF_DIR, MANIFEST, STATE_DIR]
+        names = [ZARR_STORE, TIFF_DIR, MANIFEST, STATE_DIR, "labels"]
         names += [s.materialize.sub_dir for s in pipeline.steps if s.materialize is not None]
         return [n for n in names if os.path.lexists(os.path.join(self.root, n))]
 
@@ -193,8 +224,11 @@ class OutputLayout:
             )
         self.dtype = dtypes.pop() if dtypes else np.dtype(index.dtype)
         planes = [p for r in self.requests for p in r.members]
-        self._fields = _positions(p[1] for p in planes)
         self._channels = _positions(p[2] for p in planes)
+        if self.parent is not None:  # planned after its parent: the same fields, z and t
+            self._fields, self._zs, self._ts = self.parent._fields, self.parent._zs, self.parent._ts
+            return
+        self._fields = _positions(p[1] for p in planes)
         self._zs = _positions(p[3] for p in planes)
         self._ts = _positions(p[4] for p in planes)
 
@@ -213,6 +247,8 @@ class OutputLayout:
         if self.backend is MaterializationBackend.DISK:
             os.makedirs(self.image_store, exist_ok=True)
             return
+        if self.parent is not None:
+            return  # written with the parent's store
         if resume and os.path.exists(self.image_store):
             return
         from hcsgraph.io.omezarr import create_plate
@@ -238,6 +274,20 @@ class OutputLayout:
             n_levels=self.n_levels,
             overwrite=True,
         )
+        labels = {name: lay for name, lay in self.label_layouts.items() if lay.requests}
+        if labels:
+            from hcsgraph.io.omezarr_labels import create_labels
+
+            create_labels(
+                self.image_store,
+                {name: ((len(self._ts), len(lay._channels), len(self._zs), y, x), lay.dtype)
+                 for name, lay in labels.items()},
+                wells=wells,
+                fields=max(len(self._fields), 1),
+                zarr_config=cfg.zarr,
+                n_levels=self.n_levels,
+                pixel_size_um=getattr(index, "pixel_size_um", None),
+            )
 
 
 

@@ -89,6 +89,11 @@ class FunctionStep:
             nothing (uint16 → int32, say); a lossy cast is an error naming the step.
         allow_cpu_fallback: a GPU step may run its CPU version when the GPU fails or is absent
             (None: ``GPUConfig.cpu_fallback`` of the run's config decides).
+        output: ``"labels:<name>"`` also writes the step's result as the label image ``<name>``
+            of every field (``labels/<name>/`` in the OME-Zarr plate, with ``image-label``
+            metadata); ``"image"`` makes the step's result the field image. Without an
+            ``"image"`` step, the field image is the last step's result, or the plate's own
+            images when some step writes labels.
         **kwargs: keyword arguments for the function.
     """
 
@@ -103,6 +108,7 @@ class FunctionStep:
         materialize: StepMaterializationConfig | None = None,
         output_dtype: Any = None,
         allow_cpu_fallback: bool | None = None,
+        output: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(variable_components, str):
@@ -121,6 +127,7 @@ class FunctionStep:
         self.materialize = materialize
         self.output_dtype = output_dtype
         self.allow_cpu_fallback = allow_cpu_fallback
+        self.output = _check_output(output, name)
         self.kwargs = dict(kwargs)
 
         where = f"step {name!r}" if name else "FunctionStep"
@@ -171,6 +178,7 @@ class FunctionStep:
             "variable_components": list(self.variable_components),
             "group_by": self.group_by,
             "memory_type": self.memory_type.value if self.memory_type else None,
+            "output": self.output,
             "materialize": None
             if self.materialize is None
             else {"sub_dir": self.materialize.sub_dir, "backend": getattr(self.materialize.backend, "value", None)},
@@ -178,6 +186,20 @@ class FunctionStep:
 
     def __repr__(self) -> str:
         return f"FunctionStep(name={self.name!r}, variable_components={self.variable_components!r})"
+
+
+def _check_output(output: str | None, name: str | None) -> str | None:
+    """``None``, ``"image"`` or ``"labels:<name>"`` (a name safe as a folder name)."""
+    if output is None or output == "image":
+        return output
+    if isinstance(output, str) and output.startswith("labels:"):
+        label = output[len("labels:"):]
+        if label and all(ch.isalnum() or ch in "-_." for ch in label) and label not in (".", ".."):
+            return output
+    where = f"step {name!r}" if name else "FunctionStep"
+    raise PipelineCompileError(
+        f"{where}: output={output!r} must be 'image' or 'labels:<name>' (letters, digits, '-', '_', '.')"
+    )
 
 
 def _normalise_group_value(value: Any) -> Any:

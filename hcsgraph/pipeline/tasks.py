@@ -441,6 +441,8 @@ class WriteSpec:
     picks: tuple[tuple[int, int], ...] = ()
     downsample: str = "mean"
     guard: RunGuard | None = None
+    image: str = ""  # a multiscale image inside each field (e.g. "labels/nuclei"), "" for the field's own
+    label_image: bool = False  # labels are cast by value (int32 → uint16 when they fit), no contrast window
 
 
 @dataclass(frozen=True)
@@ -493,6 +495,17 @@ def _final_stack(ctx: GroupContext, spec: WriteSpec, data: Any) -> np.ndarray:
         return stack
     if np.can_cast(stack.dtype, dtype, casting="safe"):
         return stack.astype(dtype)
+    if spec.label_image and stack.dtype.kind in "iub":
+        low, high = (int(stack.min()), int(stack.max())) if stack.size else (0, 0)
+        info = np.iinfo(dtype)
+        if low < info.min or high > info.max:
+            raise StepExecutionError(
+                ctx.step, ctx.well,
+                f"labels {low}..{high} do not fit the label image's {dtype}; set output_dtype= on the labels "
+                "step (e.g. 'uint32')",
+                group=ctx.group,
+            )
+        return stack.astype(dtype)
     raise StepExecutionError(
         ctx.step,
         ctx.well,
@@ -514,12 +527,12 @@ def _write_zarr(ctx: GroupContext, spec: WriteSpec, planes: list[np.ndarray]) ->
         data = np.stack([planes[i] for i in items])
         where = [(spec.targets[i].t, spec.targets[i].c, spec.targets[i].z) for i in items]
         write_planes(spec.store, ctx.well, field_index, where, data, n_levels=spec.n_levels,
-                     downsample=spec.downsample, arrays=arrays)
+                     downsample=spec.downsample, arrays=arrays, image=spec.image)
 
 
 def _windows(spec: WriteSpec, planes: list[np.ndarray]) -> tuple[tuple[int, float, float], ...]:
     """Min and max of what was written, per output channel (for the viewer's contrast window)."""
-    if spec.backend != "zarr":
+    if spec.backend != "zarr" or spec.label_image:
         return ()
     ranges: dict[int, tuple[float, float]] = {}
     for target, plane in zip(spec.targets, planes, strict=True):

@@ -8,11 +8,14 @@ read, or that differ from the plate, are reported; they never decide the plate's
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from hcsgraph.io.location import is_url
 from hcsgraph.plate.problems import METADATA_MISMATCH, ODD_IMAGE, UNREADABLE, PlateProblem
 from hcsgraph.plate.reader import PlateReadError, plane_info
 
@@ -56,11 +59,12 @@ def probe_images(
     shape: tuple[int, int] | None = None,
     dtype: np.dtype | str | None = None,
     relative_to: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ImageInfo:
     """Decide the plate's plane shape and dtype from ``paths`` (deduplicated, plate order).
 
     ``shape`` / ``dtype``: what the instrument metadata says (None where it says nothing). When both are
-    given nothing is read. Problem paths are made relative to ``relative_to`` when they lie under it.
+    given nothing is read. ``storage_options``: for files at URLs (the sample is read concurrently there). Problem paths are made relative to ``relative_to`` when they lie under it.
     """
     meta_shape = None if shape is None else (int(shape[0]), int(shape[1]))
     meta_dtype = None if dtype is None else np.dtype(dtype)
@@ -77,13 +81,26 @@ def probe_images(
 
     problems: list[PlateProblem] = []
     found: dict[str, tuple[tuple[int, int], np.dtype]] = {}
-    for number, path in enumerate(_sample_order(unique)):
+
+    def info(path: str) -> tuple[tuple[int, int], np.dtype] | PlateReadError:
+        try:
+            return plane_info(path, storage_options)
+        except PlateReadError as exc:
+            return exc
+
+    order = _sample_order(unique)
+    results: dict[str, tuple[tuple[int, int], np.dtype] | PlateReadError] = {}
+    if any(is_url(p) for p in order[:SAMPLE_SIZE]):  # one round trip for the sample, not one per file
+        with ThreadPoolExecutor(max_workers=SAMPLE_SIZE) as pool:
+            results = dict(zip(order[:SAMPLE_SIZE], pool.map(info, order[:SAMPLE_SIZE]), strict=True))
+    for number, path in enumerate(order):
         if number >= SAMPLE_SIZE and found:
             break
-        try:
-            found[path] = plane_info(path)
-        except PlateReadError as exc:
-            problems.append(PlateProblem(UNREADABLE, rel(path), exc.reason))
+        result = results[path] if path in results else info(path)
+        if isinstance(result, PlateReadError):
+            problems.append(PlateProblem(UNREADABLE, rel(path), result.reason))
+        else:
+            found[path] = result
     if not found:
         tried = "; ".join(str(p) for p in problems[:3])
         return ImageInfo(meta_shape, meta_dtype, problems,

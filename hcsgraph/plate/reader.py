@@ -1,15 +1,25 @@
-"""Read one image plane from a plate: a TIFF file, or a plane of an OME-Zarr array.
+"""Read one image plane from a plate: a TIFF file, or a plane of an OME-Zarr array; local or at a URL.
 
 An OME-Zarr plane reference is the array's path, ``#``, then 0-based indices of the axes before
-Y and X in array order, e.g. ``/data/plate.zarr/A/1/0/0#t=0,c=1,z=0``.
+Y and X in array order, e.g. ``/data/plate.zarr/A/1/0/0#t=0,c=1,z=0`` or
+``s3://bucket/plate.zarr/A/1/0/0#t=0,c=1,z=0``. URLs are read through fsspec with the
+``storage_options`` given (see :mod:`hcsgraph.io.location`).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tifffile
+
+from hcsgraph.io import location
+from hcsgraph.io.errors import StorageError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -46,15 +56,68 @@ def parse_plane_ref(ref: str) -> tuple[str, tuple[int, ...]] | None:
     return array_path, indices
 
 
-def _open_zarr_array(array_path: str):
+def _open_zarr_array(array_path: str, storage_options: Mapping[str, Any] | None = None):
     import zarr
 
+    if location.is_url(array_path):
+        return _open_remote_array(array_path, location.storage_options(storage_options))
     try:
         return zarr.open_array(array_path, mode="r")
     except FileNotFoundError as exc:
         raise PlateReadError(array_path, "no Zarr array at this path") from exc
     except Exception as exc:  # noqa: BLE001 - any store/metadata failure is reported with the path
         raise PlateReadError(array_path, f"{type(exc).__name__}: {exc}") from exc
+
+
+_REMOTE_ARRAYS: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_REMOTE_ARRAYS_MAX = 256
+_REMOTE_LOCK = threading.Lock()
+
+
+def _open_remote_array(url: str, options: Mapping[str, Any] | None):
+    """A read-only Zarr array at a URL, opened once per process (its metadata is read once)."""
+    import zarr
+
+    from hcsgraph.io.omezarr import zarr_store
+
+    key = (url, location.storage_options(options).token() if options else "")
+    with _REMOTE_LOCK:
+        array = _REMOTE_ARRAYS.get(key)
+        if array is not None:
+            _REMOTE_ARRAYS.move_to_end(key)
+            return array
+    try:
+        array = zarr.open_array(store=zarr_store(url, options, read_only=True), mode="r")
+    except Exception as exc:  # noqa: BLE001 - any store/metadata failure is reported with the URL, no secret
+        raise _remote_failure(url, exc, options) from None
+    with _REMOTE_LOCK:
+        _REMOTE_ARRAYS[key] = array
+        while len(_REMOTE_ARRAYS) > _REMOTE_ARRAYS_MAX:
+            _REMOTE_ARRAYS.popitem(last=False)
+    return array
+
+
+def _remote_failure(url: str, exc: BaseException, options: Mapping[str, Any] | None) -> PlateReadError:
+    """A failure to read ``url`` as a PlateReadError naming it (credentials never shown)."""
+    shown = location.redact(url)
+    if isinstance(exc, PlateReadError):
+        return exc
+    if isinstance(exc, FileNotFoundError) or type(exc).__name__ in ("ArrayNotFoundError", "GroupNotFoundError"):
+        return PlateReadError(shown, "file not found" if "#" not in url else "no Zarr array at this path")
+    if isinstance(exc, StorageError):
+        return PlateReadError(shown, location.scrub(exc.reason, options))
+    return PlateReadError(shown, location.scrub(f"{type(exc).__name__}: {exc}", options))
+
+
+def _fetch(path: str, options: Mapping[str, Any] | None) -> bytes:
+    """The whole object at a URL (one GET); a missing or empty one raises :class:`PlateReadError`."""
+    try:
+        raw = location.read_bytes(path, options)
+    except Exception as exc:  # noqa: BLE001
+        raise _remote_failure(path, exc, options) from None
+    if not raw:
+        raise PlateReadError(location.redact(path), "the file is empty (0 bytes)")
+    return raw
 
 
 def _describe(shape: tuple[int, ...], dtype: np.dtype) -> str:
@@ -107,10 +170,11 @@ def _tiff_error(path: str, exc: Exception) -> PlateReadError:
     return PlateReadError(path, f"not a readable TIFF, truncated or corrupt ({type(exc).__name__}: {exc})")
 
 
-def _read_tiff(path: str, out: np.ndarray | None = None, casting: str = "safe") -> np.ndarray:
-    size = _check_size(path)
+def _read_tiff(path: str, out: np.ndarray | None = None, casting: str = "safe", raw: bytes | None = None) -> np.ndarray:
+    """A TIFF plane from the file ``path``, or from ``raw`` (its bytes, read from a URL)."""
+    size = _check_size(path) if raw is None else len(raw)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(path if raw is None else io.BytesIO(raw)) as tif:
             page, shape, dtype = _tiff_page(tif, path, size)
             check_plane(path, shape, dtype, out, casting)
             if out is not None and tuple(page.shape) == out.shape and dtype == out.dtype:
@@ -129,7 +193,8 @@ def _read_tiff(path: str, out: np.ndarray | None = None, casting: str = "safe") 
     return data
 
 
-def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, casting: str = "safe") -> np.ndarray:
+def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, casting: str = "safe",
+               storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """One 2D plane: a TIFF file or an OME-Zarr plane reference, with its stored dtype when ``out`` is None.
 
     ``out``: the 2D array the plane is expected to fill; the plane is read into it and it is returned.
@@ -137,18 +202,27 @@ def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, castin
     ``casting`` (default ``"safe"``: without loss; ``"no"``: the same dtype only), raises
     :class:`PlateReadError` naming the file, and ``out`` is left untouched. Missing, empty, truncated
     and corrupt files raise it too.
+
+    ``path`` may be a URL (``s3://...``, a plane reference into a Zarr array at a URL included), read
+    through fsspec with ``storage_options`` (``PlateIndex.storage_options``; None: fsspec's default
+    credentials): a file is one whole-object ``GET``, a Zarr plane its chunk(s) (the array's metadata
+    is read once per process). Errors name the URL, never a credential.
     """
     path = os.fspath(path)
     ref = parse_plane_ref(path)
+    if ref is None and location.is_url(path):
+        return _read_remote_file(path, out, casting, storage_options)
     if ref is not None:
         array_path, indices = ref
-        array = _open_zarr_array(array_path)
+        array = _open_zarr_array(array_path, storage_options)
         if len(indices) != array.ndim - 2:
             raise PlateReadError(path, f"expected {array.ndim - 2} indices for an array of shape {array.shape}")
         check_plane(path, tuple(array.shape[-2:]), array.dtype, out, casting)
         try:
             data = np.asarray(array[indices])
         except Exception as exc:  # noqa: BLE001
+            if location.is_url(path):
+                raise _remote_failure(path, exc, storage_options) from None
             raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
     elif path.lower().endswith(TIFF_SUFFIXES):
         return _read_tiff(path, out, casting)
@@ -171,15 +245,77 @@ def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, castin
     return data
 
 
-def plane_info(path: str) -> tuple[tuple[int, int], np.dtype]:
+def _read_remote_file(path: str, out: np.ndarray | None, casting: str,
+                      options: Mapping[str, Any] | None) -> np.ndarray:
+    """A plane from an image file at a URL: one whole-object GET, decoded in memory."""
+    raw = _fetch(path, options)
+    shown = location.redact(path)
+    if path.lower().endswith(TIFF_SUFFIXES):
+        return _read_tiff(shown, out, casting, raw=raw)
+    try:
+        import imageio.v3 as iio
+
+        data = np.asarray(iio.imread(raw, extension=os.path.splitext(path)[1].lower() or None))
+    except Exception as exc:  # noqa: BLE001
+        raise PlateReadError(shown, f"{type(exc).__name__}: {exc}") from exc
+    if data.ndim != 2:
+        raise PlateReadError(shown, f"expected one 2D plane, found shape {data.shape}")
+    check_plane(shown, data.shape, data.dtype, out, casting)
+    if out is not None:
+        out[...] = data
+        return out
+    return data
+
+
+REMOTE_HEADER_BLOCK = 256 * 1024
+"""Bytes fetched per ranged read when :func:`plane_info` reads a TIFF header at a URL."""
+
+
+def _remote_tiff_info(path: str, options: Mapping[str, Any] | None) -> tuple[tuple[int, int], np.dtype]:
+    """Shape and dtype from the header of a TIFF at a URL: its size, then ranged reads of the header."""
+    shown = location.redact(path)
+    try:
+        fs, fs_path = location.filesystem(path, options)
+        with fs.open(fs_path, "rb", block_size=REMOTE_HEADER_BLOCK, cache_type="readahead") as handle:
+            size = int(handle.size)
+            if size == 0:
+                raise PlateReadError(shown, "the file is empty (0 bytes)")
+            with tifffile.TiffFile(handle, name=os.path.basename(fs_path)) as tif:
+                _, shape, dtype = _tiff_page(tif, shown, size)
+    except PlateReadError:
+        raise
+    except (FileNotFoundError, StorageError) as exc:
+        raise _remote_failure(path, exc, options) from None
+    except Exception as exc:  # noqa: BLE001
+        if _class_names(exc) & _STORE_FAILURES:
+            raise _remote_failure(path, location._error(exc, path, options, "cannot read the file"), options) from None
+        raise _tiff_error(shown, exc) from exc
+    return (shape[0], shape[1]), dtype
+
+
+_STORE_FAILURES = {"ClientError", "BotoCoreError", "HTTPClientError", "ClientConnectorError", "FSTimeoutError",
+                   "ServerTimeoutError", "TimeoutError", "ConnectionError", "ReadTimeoutError"}
+
+
+def _class_names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def plane_info(path: str, storage_options: Mapping[str, Any] | None = None) -> tuple[tuple[int, int], np.dtype]:
     """((Y, X), dtype) of a plane from the TIFF header or the array metadata (pixels are read otherwise).
 
-    Missing, empty, truncated and corrupt files raise :class:`PlateReadError` naming the file.
+    Missing, empty, truncated and corrupt files raise :class:`PlateReadError` naming the file. At a URL a
+    TIFF header costs its size and one or two ranged reads (:data:`REMOTE_HEADER_BLOCK` bytes), not the file.
     """
     ref = parse_plane_ref(path)
     if ref is not None:
-        array = _open_zarr_array(ref[0])
+        array = _open_zarr_array(ref[0], storage_options)
         return (int(array.shape[-2]), int(array.shape[-1])), np.dtype(array.dtype)
+    if location.is_url(path):
+        if path.lower().endswith(TIFF_SUFFIXES):
+            return _remote_tiff_info(path, storage_options)
+        data = read_plane(path, storage_options=storage_options)
+        return (int(data.shape[0]), int(data.shape[1])), data.dtype
     if path.lower().endswith(TIFF_SUFFIXES):
         size = _check_size(path)
         try:
