@@ -99,11 +99,14 @@ class Browser:
         """Move the mouse to page coordinates (CSS pixels)."""
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=float(x), y=float(y))
 
-    def screenshot(self, path: str | os.PathLike[str]) -> Path:
-        """A PNG of the whole page at ``path``."""
-        size = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-        clip = {"x": 0, "y": 0, "width": max(size[0], 1), "height": max(size[1], 1), "scale": 1}
-        data = self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+    def screenshot(self, path: str | os.PathLike[str], clip: tuple[float, float, float, float] | None = None) -> Path:
+        """A PNG at ``path`` of the whole page, or of ``clip`` (x, y, width, height in CSS pixels)."""
+        if clip is None:
+            size = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+            clip = (0, 0, size[0], size[1])
+        x, y, width, height = clip
+        region = {"x": x, "y": y, "width": max(width, 1), "height": max(height, 1), "scale": 1}
+        data = self.call("Page.captureScreenshot", format="png", clip=region, captureBeyondViewport=True)["data"]
         out = Path(path)
         out.write_bytes(base64.b64decode(data))
         return out

@@ -41,8 +41,9 @@ REFRESH_MS = 500
 FULL_UPDATE = 200
 """Above this many changed wells a session resends the whole table instead of patching it."""
 SOURCE_NAME = "plate-wells"
-_MARK = "_hcsgraph_plate_page"
-COLUMNS = ("well", "x", "y", "state", "fill", "line", "planes", "seconds", "worker", "error", "value")
+MARK = "_hcsgraph_plate_page"
+"""Attribute that marks the Bokeh application serving the page on a scheduler."""
+COLUMNS = ("well", "x", "y", "state", "fill", "line", "planes", "seconds", "worker", "error", "value", "details")
 
 
 def add_route(scheduler: Scheduler) -> bool:
@@ -50,14 +51,14 @@ def add_route(scheduler: Scheduler) -> bool:
     app = getattr(scheduler, "http_application", None)
     if app is None:
         return False
-    if any(getattr(a, _MARK, False) for a in app.applications):
+    if any(getattr(a, MARK, False) for a in app.applications):
         return True
     from distributed.dashboard.core import BokehApplication
     from tornado.ioloop import IOLoop
 
     prefix = next((a.prefix for a in app.applications if isinstance(getattr(a, "prefix", None), str)), "")
     bokeh_app = BokehApplication({ROUTE: plate_document}, scheduler, prefix=prefix)
-    setattr(bokeh_app, _MARK, True)
+    setattr(bokeh_app, MARK, True)
     app.add_application(bokeh_app)
     bokeh_app.initialize(IOLoop.current())
     bokeh_app.start()
@@ -137,8 +138,8 @@ class PlatePage:
         self._update(run)
 
     def _update(self, run: PlateRun) -> None:
-        full = self.seen < 0 or not self.source.data["well"]
-        changed = [] if full else run.changed_since(self.seen)
+        changed = run.changed_since(self.seen) if self.seen >= 0 else []
+        full = self.seen < 0 or not self.source.data["well"] or any(w.well not in self.rows for w in changed)
         self.seen = run.version
         metrics = [STATE, *run.metrics]
         if metrics != self.metric_select.options:
@@ -177,7 +178,7 @@ class PlatePage:
     # -- drawing -------------------------------------------------------------------------
     def _figure(self) -> tuple[Any, Any, ColorBar]:
         """The plot, its wells and colour bar; sized and labelled per run by :meth:`_draw_plate`."""
-        fig = figure(x_axis_location="above", tools="", toolbar_location=None, name="plate",
+        fig = figure(x_axis_location="above", tools="", toolbar_location=None, name="plate", min_border_left=30,
                      frame_width=300, frame_height=200, x_range=(0.5, 1.5), y_range=(1.5, 0.5))
         fig.grid.visible = False
         fig.outline_line_color = "#888888"
@@ -194,9 +195,8 @@ class PlatePage:
     def _draw_plate(self, run: PlateRun) -> None:
         """Fit the plot to the run's plate: its rows, columns and well size."""
         letters, n_cols = run.grid
-        cell = max(14, min(46, 1100 // max(n_cols, 1)))
+        cell = max(14, min(72, 1100 // max(n_cols, 1)))
         fig = self.plot
-        fig.title.text = run.label
         fig.frame_width, fig.frame_height = cell * n_cols, cell * len(letters)
         fig.x_range.update(start=0.5, end=n_cols + 0.5)
         fig.y_range.update(start=len(letters) + 0.5, end=0.5)
@@ -248,22 +248,22 @@ class PlatePage:
         else:
             fill = _viridis(value, self.mapper.low, self.mapper.high)
         row_, col_ = position(well.well)
-        return {
+        entry = {
             "well": well.well, "x": col_, "y": row_, "state": well.state, "fill": fill,
             "line": "#7f0000" if well.state == FAILED else "#666666",
-            "planes": well.planes, "seconds": f"{well.seconds:.1f}" if well.seconds else "",
+            "planes": well.planes, "seconds": f"{well.seconds:.2f}" if well.seconds else "",
             "worker": ", ".join(well.workers), "error": well.error,
             "value": "" if value is None else f"{value:.4g}",
         }
+        labels = (("planes", "planes"), ("seconds", "seconds"), ("worker", "worker"), ("value", self.metric))
+        entry["details"] = "\n".join(f"{label}: {entry[name]}" for name, label in labels if entry[name])
+        return entry
 
 
 TOOLTIP = """
-<div style="max-width: 420px; font-size: 12px">
+<div style="max-width: 460px; font-size: 12px">
   <div><b>@well</b> &nbsp; @state</div>
-  <div>planes: @planes</div>
-  <div>seconds: @seconds</div>
-  <div>worker: @worker</div>
-  <div>value: @value</div>
+  <div style="white-space: pre-wrap">@details</div>
   <div style="color: #b30000; white-space: pre-wrap">@error</div>
 </div>
 """
@@ -272,7 +272,7 @@ TOOLTIP = """
 def _empty(name: str) -> dict[str, Any]:
     row_, col_ = position(name)
     return {"well": name, "x": col_, "y": row_, "state": "empty", "fill": COLORS["empty"], "line": "#cccccc",
-            "planes": "", "seconds": "", "worker": "", "error": "", "value": ""}
+            "planes": "", "seconds": "", "worker": "", "error": "", "value": "", "details": "no images"}
 
 
 def _viridis(value: float, low: float, high: float) -> str:

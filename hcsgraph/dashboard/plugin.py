@@ -50,8 +50,11 @@ class PlatePagePlugin(SchedulerPlugin):
     async def start(self, scheduler: Scheduler) -> None:
         """Serve the page (once per scheduler) from the scheduler's HTTP server."""
         self.scheduler = scheduler
-        from hcsgraph.dashboard.page import add_route
-
+        try:
+            from hcsgraph.dashboard.page import add_route
+        except ImportError as exc:  # no bokeh on this scheduler: follow runs, serve no page
+            logger.warning("the plate page needs bokeh on the scheduler: %s", exc)
+            return
         add_route(scheduler)
 
     def update_graph(self, scheduler: Scheduler, *, tasks: list[Any], annotations: dict[str, dict[Any, Any]],
@@ -73,7 +76,9 @@ class PlatePagePlugin(SchedulerPlugin):
             state = run.add_task(key, well, mark.get("planes") if isinstance(mark, dict) else None)
             self._keys[key] = (run, state)
         for run in runs.values():
-            run.label = _span_label(scheduler, first.get(run.token)) or run.label
+            span = _span_label(scheduler, first.get(run.token))
+            if span:
+                run.label = span if not run.output or run.output in span else f"{span} → {run.output}"
             self._add(run)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
@@ -170,10 +175,19 @@ def register_plate_page(client: Client) -> str | None:
     """
     try:
         client.register_plugin(PlatePagePlugin(), name=PLUGIN_NAME)
+        served = client.run_on_scheduler(serves_page)
     except Exception as exc:  # noqa: BLE001 - the page is optional: the run goes on without it
         logger.warning("the plate page is not available on this scheduler: %s", exc)
         return None
-    return plate_page_link(client)
+    return plate_page_link(client) if served else None
+
+
+def serves_page(dask_scheduler: Scheduler) -> bool:
+    """Whether the scheduler serves the plate page (for ``client.run_on_scheduler``)."""
+    from hcsgraph.dashboard.page import MARK
+
+    app = getattr(dask_scheduler, "http_application", None)
+    return any(getattr(a, MARK, False) for a in getattr(app, "applications", ()))
 
 
 __all__ = ["PLUGIN_NAME", "ROUTE", "PlatePagePlugin", "plate_page_link", "register_plate_page"]

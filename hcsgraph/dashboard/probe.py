@@ -83,6 +83,22 @@ def hover(browser: Browser, well: str, timeout: float = 10.0) -> str:
                                 timeout))
 
 
+def tooltip_shown(browser: Browser, well: str) -> bool:
+    """Whether the page shows ``well``'s tooltip right now."""
+    return bool(browser.evaluate(f"""(() => {{
+      let shown = false;
+      const walk = (root) => {{
+        for (const el of root.querySelectorAll('.bk-tooltip-content, *')) {{
+          if (el.classList && el.classList.contains('bk-tooltip-content') && el.innerText.includes({json.dumps(well)})
+              && el.getBoundingClientRect().width > 0) shown = true;
+          if (el.shadowRoot) walk(el.shadowRoot);
+        }}
+      }};
+      walk(document);
+      return shown;
+    }})()"""))
+
+
 def choose(browser: Browser, select: str, value: str) -> None:
     """Set one of the page's selectors (``run-select``, ``metric-select``) as a user would."""
     browser.evaluate(f"Bokeh.documents[0].get_model_by_name({json.dumps(select)}).value = {json.dumps(value)}")

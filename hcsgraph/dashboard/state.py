@@ -117,14 +117,15 @@ class PlateRun:
         if key in well.done:
             return  # recomputed after a lost worker: counted once
         well.done.add(key)
-        well.planes_done += self.planes.get(key, 0) if not failure else 0
+        if not failure and str(info.get("typename", "")).endswith(FAILURE_TYPE):
+            failure = f"{_step(key)}: failed (its message comes with the well's completion)"
+        if not failure:
+            well.planes_done += self.planes.get(key, 0)
         if not well.reported:
             well.seconds += _compute_seconds(info.get("startstops"))
         worker = info.get("worker")
         if worker and worker not in well.workers:
             well.workers.append(str(worker))
-        if not failure and str(info.get("typename", "")).endswith(FAILURE_TYPE):
-            failure = f"{_step(key)}: failed (on_error='continue'; the message is in run.json)"
         if well.reported:
             self._set(well)
         elif failure:

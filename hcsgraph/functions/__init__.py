@@ -15,7 +15,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hcsgraph.config import MemoryType
-from hcsgraph.functions import filters, label, measure, morphology, objects, projection, segmentation, threshold
+from hcsgraph.functions import (
+    filters,
+    label,
+    measure,
+    morphology,
+    objects,
+    projection,
+    segmentation,
+    threshold,
+)
 from hcsgraph.functions.registry import FunctionRegistry, UnknownFunctionError, registry
 
 if TYPE_CHECKING:

@@ -36,7 +36,9 @@ with labels in a channel-grouped stack, ``channel`` is then the label slice's ch
 ``centroid_y_um``, ``centroid_x_um``, ``area_um2``, ``perimeter_um``; per intensity name N:
 ``N_mean``, ``N_median``, ``N_min``, ``N_max``, ``N_std`` (population, as numpy's ``std``) and
 ``N_integrated`` (the sum). The values are scikit-image's ``regionprops_table`` on the same arrays
-(tested). ``shape_features=False`` skips perimeter, eccentricity and solidity (the slow ones).
+(tested: equal, except float sums in another order: within 1e-12 relative, eccentricity of round
+objects within 1e-6). ``shape_features=False`` skips perimeter, eccentricity and solidity
+(perimeter and solidity, from scikit-image object by object, take most of the time).
 
 The rows are handed on as the special output ``objects`` (a list of dicts, one per object) and
 written by :data:`hcsgraph.pipeline.tables.materialize_parquet`: one Parquet part per group under
@@ -60,8 +62,6 @@ from hcsgraph.pipeline.tables import materialize_parquet
 
 STATS = ("mean", "median", "min", "max", "std", "integrated")
 """Per-channel intensity statistics, in column order."""
-
-_SHAPE = ("perimeter", "eccentricity", "solidity")
 
 
 # ------------------------------------------------------------------------------ argument checks
@@ -112,6 +112,20 @@ def _check_pixel_size(pixel_size_um: Any, name: str) -> float | None:
 # ------------------------------------------------------------------------------------ measuring
 
 
+def _sorted_within_groups(values: np.ndarray, group: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``values`` (grouped by ``group``, ascending) sorted within each group.
+
+    Integer values take one sort of ``value + group * span`` (exact while that stays below 2**53),
+    ten times faster than a two-key sort; other values a lexsort.
+    """
+    low, high = float(values.min()), float(values.max())
+    span = high - low + 1.0
+    if np.all(values == np.floor(values)) and span * counts.size < 2.0**53:
+        offsets = np.arange(counts.size, dtype=np.float64) * span
+        return np.sort(values - low + np.repeat(offsets, counts)) - np.repeat(offsets, counts) + low
+    return values[np.lexsort((values, group))]
+
+
 def _grouped_intensity(values: np.ndarray, starts: np.ndarray, counts: np.ndarray,
                        group: np.ndarray) -> dict[str, np.ndarray]:
     """The ``STATS`` of ``values`` (float64, sorted by object) per object."""
@@ -119,7 +133,7 @@ def _grouped_intensity(values: np.ndarray, starts: np.ndarray, counts: np.ndarra
     mean = sums / counts
     dev = values - np.repeat(mean, counts)
     std = np.sqrt(np.add.reduceat(dev * dev, starts) / counts)
-    ordered = values[np.lexsort((values, group))]
+    ordered = _sorted_within_groups(values, group, counts)
     median = (ordered[starts + (counts - 1) // 2] + ordered[starts + counts // 2]) / 2.0
     return {
         "mean": mean,
@@ -131,52 +145,78 @@ def _grouped_intensity(values: np.ndarray, starts: np.ndarray, counts: np.ndarra
     }
 
 
+def _eccentricity(rows: np.ndarray, cols: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                  centre_y: np.ndarray, centre_x: np.ndarray) -> np.ndarray:
+    """scikit-image's eccentricity from the central moments: ``sqrt(1 - l2 / l1)`` of the inertia tensor."""
+    dy = rows - np.repeat(centre_y, counts)
+    dx = cols - np.repeat(centre_x, counts)
+    mu20 = np.add.reduceat(dy * dy, starts) / counts
+    mu02 = np.add.reduceat(dx * dx, starts) / counts
+    mu11 = np.add.reduceat(dy * dx, starts) / counts
+    # the inertia tensor [[mu02, -mu11], [-mu11, mu20]]: eigenvalues in closed form, clipped at 0
+    half_sum = (mu02 + mu20) / 2
+    root = np.sqrt(((mu02 - mu20) / 2) ** 2 + mu11**2)
+    l1 = np.clip(half_sum + root, 0, None)
+    l2 = np.clip(half_sum - root, 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(l1 == 0, 0.0, np.sqrt(np.clip(1 - l2 / np.where(l1 == 0, 1, l1), 0, None)))
+
+
 def measure_plane(labels: np.ndarray, intensities: Mapping[str, np.ndarray] | None = None, *,
                   pixel_size_um: float | None = None, shape_features: bool = True) -> dict[str, np.ndarray]:
-    """The features of every object of one 2-D label plane, as columns (objects in label order)."""
-    from skimage.measure import regionprops_table
+    """The features of every object of one 2-D label plane, as columns (objects in label order).
 
+    Label, area, centroid, bounding box, eccentricity and the intensities are computed for all
+    objects at once (the pixels sorted by label); perimeter and solidity come from scikit-image's
+    ``regionprops_table``.
+    """
     labels = np.asarray(labels)
-    props = ["label", "centroid", "area", "bbox", *(_SHAPE if shape_features else ())]
-    table = regionprops_table(labels, properties=props)
-    cols: dict[str, np.ndarray] = {
-        "label": table["label"].astype(np.int64),
-        "centroid_y": table["centroid-0"],
-        "centroid_x": table["centroid-1"],
-    }
+    width = labels.shape[1]
+    flat = labels.reshape(-1)
+    foreground = np.flatnonzero(flat)
+    pixels = foreground[np.argsort(flat[foreground], kind="stable")]
+    ids, starts, counts = np.unique(flat[pixels], return_index=True, return_counts=True)
+    rows, cols = np.divmod(pixels, width)
+    rows_f, cols_f = rows.astype(np.float64), cols.astype(np.float64)
+    empty = ids.size == 0
+    centre_y = np.zeros(0) if empty else np.add.reduceat(rows_f, starts) / counts
+    centre_x = np.zeros(0) if empty else np.add.reduceat(cols_f, starts) / counts
+    cols_out: dict[str, np.ndarray] = {"label": ids.astype(np.int64), "centroid_y": centre_y, "centroid_x": centre_x}
     if pixel_size_um is not None:
-        cols["centroid_y_um"] = table["centroid-0"] * pixel_size_um
-        cols["centroid_x_um"] = table["centroid-1"] * pixel_size_um
-    cols["area"] = table["area"].astype(np.int64)
+        cols_out["centroid_y_um"] = centre_y * pixel_size_um
+        cols_out["centroid_x_um"] = centre_x * pixel_size_um
+    cols_out["area"] = counts.astype(np.int64)
     if pixel_size_um is not None:
-        cols["area_um2"] = table["area"] * pixel_size_um**2
-    for i, axis in enumerate(("min_y", "min_x", "max_y", "max_x")):
-        cols[f"bbox_{axis}"] = table[f"bbox-{i}"].astype(np.int64)
+        cols_out["area_um2"] = counts * pixel_size_um**2
+    for axis, values, reduce, shift in (("min_y", rows, np.minimum, 0), ("min_x", cols, np.minimum, 0),
+                                        ("max_y", rows, np.maximum, 1), ("max_x", cols, np.maximum, 1)):
+        cols_out[f"bbox_{axis}"] = np.zeros(0, np.int64) if empty else reduce.reduceat(values, starts).astype(np.int64) + shift
     if shape_features:
-        cols["perimeter"] = table["perimeter"]
+        from skimage.measure import regionprops_table
+
+        table = regionprops_table(labels, properties=("label", "perimeter", "solidity"))
+        if not np.array_equal(table["label"], ids):  # regionprops lists the labels in ascending order too
+            raise RuntimeError("measure_objects: regionprops listed other labels than the label image holds")
+        cols_out["perimeter"] = table["perimeter"]
         if pixel_size_um is not None:
-            cols["perimeter_um"] = table["perimeter"] * pixel_size_um
-        cols["eccentricity"] = table["eccentricity"]
-        cols["solidity"] = table["solidity"]
+            cols_out["perimeter_um"] = table["perimeter"] * pixel_size_um
+        cols_out["eccentricity"] = (np.zeros(0) if empty
+                                    else _eccentricity(rows_f, cols_f, starts, counts, centre_y, centre_x))
+        cols_out["solidity"] = table["solidity"]
     if intensities:
-        flat = labels.reshape(-1)
-        foreground = np.flatnonzero(flat)
-        order = np.argsort(flat[foreground], kind="stable")
-        pixels = foreground[order]
-        ids, starts, counts = np.unique(flat[pixels], return_index=True, return_counts=True)
         group = np.repeat(np.arange(ids.size), counts)
         for channel, image in intensities.items():
             image = np.asarray(image)
             if image.shape != labels.shape:
                 raise ValueError(f"intensity {channel!r} has shape {image.shape}, the labels {labels.shape}")
             values = image.reshape(-1)[pixels].astype(np.float64)
-            if ids.size == 0:
+            if empty:
                 stats = {s: np.zeros(0) for s in STATS}
             else:
                 stats = _grouped_intensity(values, starts, counts, group)
             for stat in STATS:
-                cols[f"{channel}_{stat}"] = stats[stat]
-    return cols
+                cols_out[f"{channel}_{stat}"] = stats[stat]
+    return cols_out
 
 
 def _rows(cols: dict[str, np.ndarray], slice_index: int, objects: str | None) -> list[dict[str, Any]]:
@@ -293,7 +333,12 @@ def measure_objects_with_labels(
     stack = np.asarray(stack)
     if labels is None:
         raise ValueError(f"{name}: no labels: an earlier step must return the special output 'labels'")
-    labels = np.asarray(labels.get() if hasattr(labels, "get") and not isinstance(labels, np.ndarray) else labels)
+    if not isinstance(labels, np.ndarray):
+        from hcsgraph.config import MemoryType
+        from hcsgraph.memory import convert_to
+
+        labels = convert_to(labels, MemoryType.NUMPY)  # labels made on a GPU (torch, cupy, OpenCL)
+    labels = np.asarray(labels)
     check_stack(labels, name)
     if tuple(labels.shape[1:]) != tuple(stack.shape[1:]):
         raise ValueError(f"{name}: labels of shape {labels.shape} do not match the stack {stack.shape}")

@@ -34,7 +34,7 @@ import fsspec  # noqa: F401 - the backend's library: the registry reports it mis
 
 from hcsgraph.config import ZarrConfig
 from hcsgraph.io import location, paths
-from hcsgraph.io.base import StorageBackend
+from hcsgraph.io.base import StorageBackend, StorageRegistry
 from hcsgraph.io.disk import decode_file, encode_file
 from hcsgraph.io.errors import (
     PathEscapeError,
@@ -198,10 +198,7 @@ class FsspecStorageBackend(StorageBackend):
             seen.add(url)
             by_parent.setdefault(location.parent(url), []).append((p, url))
         for parent, members in by_parent.items():
-            try:
-                entries = dict(location.scandir(parent, self.storage_options))
-            except StorageError:
-                entries = {}  # a missing parent (or one that is a file: the PUT reports it)
+            entries = dict(self._call(parent, location.scandir, parent, missing_ok=True))
             for p, url in members:
                 is_dir = entries.get(location.name(url))
                 if is_dir is True:
@@ -330,4 +327,23 @@ class FsspecStorageBackend(StorageBackend):
         return paths.normalize(link, self.name)
 
 
-__all__ = ["LINK_MAGIC", "FsspecStorageBackend"]
+def registry_for_urls(storage_options: Mapping[str, Any] | None = None) -> StorageRegistry:
+    """A registry for work whose files live at URLs: ``"fsspec"`` **and** ``"disk"`` are one
+    :class:`FsspecStorageBackend` with ``storage_options`` (it writes the disk backend's formats, so code
+    that names ``"disk"``, such as the materializers, writes to the URLs it is given); ``"memory"`` and
+    ``"zarr"`` are the package's own instances (the zarr backend keeps local paths only).
+
+    ``FileManager(registry_for_urls(index.storage_options))`` on a worker: the options travel pickled.
+    """
+    from hcsgraph.io.base import storage_registry
+
+    url_store = FsspecStorageBackend(storage_options=storage_options)
+    return StorageRegistry({
+        "memory": storage_registry.get_backend("memory"),
+        "disk": url_store,
+        "zarr": storage_registry.get_backend("zarr"),
+        "fsspec": url_store,
+    })
+
+
+__all__ = ["LINK_MAGIC", "FsspecStorageBackend", "registry_for_urls"]

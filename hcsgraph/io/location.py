@@ -24,10 +24,10 @@ Everything in hcsgraph that touches storage outside the image stores (run state,
 * **Timeouts** (S3): a request fails after :data:`S3_CONNECT_TIMEOUT_S` without a connection or
   :data:`S3_READ_TIMEOUT_S` without a byte of the answer, and is tried :data:`S3_MAX_ATTEMPTS` times
   in all (botocore's "standard" retry mode; s3fs adds no retries of its own). An endpoint that accepts
-  connections and never answers therefore fails within :data:`S3_SILENT_ENDPOINT_BOUND_S` seconds
-  (2 × 4 s, plus at most 1 s of back-off). Options given in ``storage_options["config_kwargs"]``
-  (``connect_timeout``, ``read_timeout``, ``retries``) or ``storage_options["retries"]`` (s3fs's own
-  retry loop, :data:`S3FS_RETRIES`) win.
+  connections and never answers therefore fails within :data:`S3_SILENT_ENDPOINT_BOUND_S` = 10 s
+  (2 × 4 s, plus the back-off between the tries and the client's set-up). Options given in
+  ``storage_options["config_kwargs"]`` (``connect_timeout``, ``read_timeout``, ``retries``) or
+  ``storage_options["retries"]`` (s3fs's own retry loop, :data:`S3FS_RETRIES`) win.
 * **Errors** are :class:`~hcsgraph.io.errors.StorageError` subclasses that are also the builtin kinds
   (``FileNotFoundError``, ``FileExistsError``, ``IsADirectoryError``, ``TimeoutError``, ...). A message
   names the path (a URL with its ``user:secret@`` shown as ``***@``) and, for URLs, the protocol as the
@@ -37,6 +37,7 @@ Everything in hcsgraph that touches storage outside the image stores (run state,
 
 from __future__ import annotations
 
+import asyncio
 import copy as _copy
 import errno
 import hashlib
@@ -67,14 +68,15 @@ OBJECT_STORE_PROTOCOLS = frozenset({
 """Protocols whose filesystems are object stores: no directories, atomic single-object writes."""
 
 S3_PROTOCOLS = frozenset({"s3", "s3a"})
-S3_CONNECT_TIMEOUT_S = 5.0
+S3_CONNECT_TIMEOUT_S = 3.0
 """Seconds to wait for a connection to an S3 endpoint."""
 S3_READ_TIMEOUT_S = 4.0
 """Seconds to wait for each read of an S3 answer (the first byte, then each further read)."""
 S3_MAX_ATTEMPTS = 2
 """Tries per S3 request in all (timeouts, throttling and 5xx answers are tried again once)."""
-S3_SILENT_ENDPOINT_BOUND_S = S3_MAX_ATTEMPTS * S3_READ_TIMEOUT_S + 1.0
-"""Upper bound, in seconds, for one request to an endpoint that accepts and never answers."""
+S3_SILENT_ENDPOINT_BOUND_S = S3_MAX_ATTEMPTS * S3_READ_TIMEOUT_S + 2.0
+"""Upper bound, in seconds, for one request to an endpoint that accepts and never answers: every try
+times out reading, plus the back-off between tries (< 1 s) and the client's set-up (< 1 s)."""
 MARKER_SUFFIX = "/"
 """Object stores: the key ``<dir>/`` (empty) marks a directory made by :func:`makedirs`."""
 
@@ -342,7 +344,7 @@ def fsspec_options(url: PathLike, options: Mapping[str, Any] | None = None) -> t
         config = dict(merged.get("config_kwargs") or {})
         config.setdefault("connect_timeout", S3_CONNECT_TIMEOUT_S)
         config.setdefault("read_timeout", S3_READ_TIMEOUT_S)
-        config.setdefault("retries", {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
+        config.setdefault("retries", {"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
         merged["config_kwargs"] = config
         merged.setdefault("use_listings_cache", False)  # other processes write: never serve stale listings
     return clean, merged
@@ -421,8 +423,12 @@ def _error(exc: BaseException, path: str, options: Mapping[str, Any] | None, doi
                    dict(options or {}) | split_credentials(path)[1])
     if names & {"ReadTimeoutError", "ConnectTimeoutError", "TimeoutError", "FSTimeoutError", "ServerTimeoutError",
                 "timeout", "ConnectionTimeoutError", "SocketTimeoutError"}:
-        bound = f" (each request waits {S3_CONNECT_TIMEOUT_S:g} s to connect and {S3_READ_TIMEOUT_S:g} s for an answer, " \
-                f"{S3_MAX_ATTEMPTS} tries)" if backend in S3_PROTOCOLS else ""
+        bound = ""
+        if backend in S3_PROTOCOLS:
+            config = fsspec_options(path, options)[1]["config_kwargs"]
+            tries = (config.get("retries") or {}).get("total_max_attempts", "?")
+            bound = (f" (each request waits {config.get('connect_timeout')} s to connect and "
+                     f"{config.get('read_timeout')} s for an answer, {tries} tries)")
         return StorageTimeoutError(f"{doing}: the store did not answer in time{bound}; {detail}", path=shown, backend=backend)
     if names & {"EndpointConnectionError", "ConnectionError", "ClientConnectorError", "ConnectionRefusedError",
                 "ServerDisconnectedError", "ClientOSError"}:
@@ -439,6 +445,13 @@ def _error(exc: BaseException, path: str, options: Mapping[str, Any] | None, doi
         return StoragePermissionError(f"{doing}: access denied ({detail}); check the credentials "
                                       "(storage_options, AWS_* variables or profile)", path=shown, backend=backend)
     return StorageIOError(f"{doing}: {detail}", path=shown, backend=backend)
+
+
+def error_for(exc: BaseException, path: PathLike, storage_options: Mapping[str, Any] | None = None,
+              doing: str = "the store failed") -> StorageError:
+    """``exc`` (raised by fsspec, its backend or zarr on the store of ``path``) as the StorageError this
+    module raises: ``doing`` first, ``path`` redacted, no secret of ``storage_options`` in the text."""
+    return _error(exc, split_credentials(os.fspath(path))[0], storage_options, doing)
 
 
 def _call(doing: str, path: str, options: Mapping[str, Any] | None, func, *args: Any, **kwargs: Any) -> Any:
@@ -545,8 +558,25 @@ def listdir(path: PathLike, storage_options: Mapping[str, Any] | None = None) ->
     return natural_sort(name for name, _ in scandir(path, storage_options))
 
 
-def scandir(path: PathLike, storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, bool]]:
-    """``(name, is_dir)`` of each entry directly in the directory ``path`` (see :func:`listdir`)."""
+def _list_level(fs: Any, fs_path: str, url: str) -> list[dict[str, Any]]:
+    """The entries directly below ``fs_path``: for S3 exactly one delimited ``LIST`` (paginated)."""
+    if protocol(url) in S3_PROTOCOLS and hasattr(fs, "_lsdir"):
+        from fsspec.asyn import sync
+
+        return sync(fs.loop, fs._lsdir, fs_path, refresh=True)
+    try:
+        return fs.ls(fs_path, detail=True)
+    except FileNotFoundError:
+        return []
+
+
+def scandir(path: PathLike, storage_options: Mapping[str, Any] | None = None, *,
+            missing_ok: bool = False) -> list[tuple[str, bool]]:
+    """``(name, is_dir)`` of each entry directly in the directory ``path`` (see :func:`listdir`).
+
+    ``missing_ok``: a missing directory (or a file) lists as empty, without the request that tells
+    them apart.
+    """
     text = os.fspath(path)
     if not is_url(text):
         local = local_path(text)
@@ -557,9 +587,7 @@ def scandir(path: PathLike, storage_options: Mapping[str, Any] | None = None) ->
             raise _local_error(exc, local, "cannot list the directory") from None
     fs, fs_path, url = _remote(text, storage_options)
     try:
-        entries = fs.ls(fs_path, detail=True)
-    except FileNotFoundError:
-        entries = []
+        entries = _list_level(fs, fs_path, url)
     except Exception as exc:  # noqa: BLE001
         raise _error(exc, url, storage_options, "cannot list the directory") from None
     out = []
@@ -575,10 +603,14 @@ def scandir(path: PathLike, storage_options: Mapping[str, Any] | None = None) ->
             out.append((base, True))  # a sub-directory known only by its marker
         elif _visible(base):
             out.append((base, entry.get("type") == "directory"))
-    if not out and not entries:
-        if info(text, storage_options) is None:
+    if not entries and not missing_ok:
+        found = info(text, storage_options)
+        if found is None:
             raise StorageFileNotFoundError("cannot list the directory: no such directory", path=redact(url),
                                            backend=protocol(url))
+        if found["type"] == "file":
+            raise StorageNotADirectoryError("cannot list the directory: not a directory", path=redact(url),
+                                            backend=protocol(url))
     return list(dict(out).items())
 
 
@@ -638,11 +670,22 @@ def read_bytes(path: PathLike, storage_options: Mapping[str, Any] | None = None,
         except OSError as exc:
             raise _local_error(exc, local, "cannot read the file") from None
     fs, fs_path, url = _remote(text, storage_options)
-    return _call("cannot read the file", url, storage_options, fs.cat_file, fs_path, start=start, end=end)
+    return _call("cannot read the file", url, storage_options, fs.cat_file, fs_path, start=start, end=end,
+                 **_cat_options(url, start, end))
+
+
+def _cat_options(url: str, start: int | None = None, end: int | None = None) -> dict[str, Any]:
+    """S3: a whole-object read is one ``GET`` (s3fs would first ask the size, to split big objects)."""
+    return {"max_concurrency": 1} if protocol(url) in S3_PROTOCOLS and start is None and end is None else {}
+
+
+READ_CONCURRENCY = 64
+"""Requests in flight at once in :func:`read_many`."""
 
 
 def read_many(paths: list[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, bytes | None]:
-    """``{path: bytes, or None when missing}`` for many files; concurrent requests on one filesystem."""
+    """``{path: bytes, or None when missing}`` for many files; at URLs one ``GET`` each, up to
+    :data:`READ_CONCURRENCY` at once (all paths of one call share a filesystem: one protocol and options)."""
     out: dict[str, bytes | None] = {}
     remote = [p for p in paths if is_url(p)]
     for p in paths:
@@ -651,23 +694,41 @@ def read_many(paths: list[str], storage_options: Mapping[str, Any] | None = None
                 out[p] = read_bytes(p)
             except StorageFileNotFoundError:
                 out[p] = None
-    if remote:
-        fs, _, _ = _remote(remote[0], storage_options)
-        mapping = {filesystem(p, storage_options)[1]: p for p in remote}
-        try:
-            results = fs.cat(list(mapping), on_error="return")
-        except Exception as exc:  # noqa: BLE001
-            raise _error(exc, split_credentials(remote[0])[0], storage_options, "cannot read the files") from None
-        if not isinstance(results, dict):  # a single path comes back as bytes
-            results = {next(iter(mapping)): results}
-        for fs_path, original in mapping.items():
-            value = results.get(fs_path, FileNotFoundError())
-            if isinstance(value, FileNotFoundError):
-                out[original] = None
-            elif isinstance(value, BaseException):
-                raise _error(value, split_credentials(original)[0], storage_options, "cannot read the file")
-            else:
-                out[original] = bytes(value)
+    if not remote:
+        return out
+    fs, _, first = _remote(remote[0], storage_options)
+    kwargs = _cat_options(first)
+    targets = {p: fs._strip_protocol(split_credentials(p)[0]) for p in remote}
+    if getattr(fs, "async_impl", False):
+        from fsspec.asyn import sync
+
+        async def gather() -> list[Any]:
+            limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+            async def one(path: str) -> Any:
+                async with limit:
+                    try:
+                        return await fs._cat_file(path, **kwargs)
+                    except Exception as exc:  # noqa: BLE001 - sorted out below, per path
+                        return exc
+
+            return await asyncio.gather(*(one(t) for t in targets.values()))
+
+        results = sync(fs.loop, gather)
+    else:
+        results = []
+        for target in targets.values():
+            try:
+                results.append(fs.cat_file(target))
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+    for original, value in zip(targets, results, strict=True):
+        if isinstance(value, FileNotFoundError):
+            out[original] = None
+        elif isinstance(value, BaseException):
+            raise _error(value, split_credentials(original)[0], storage_options, "cannot read the file")
+        else:
+            out[original] = bytes(value)
     return out
 
 
@@ -843,13 +904,36 @@ def _markers(fs: Any, fs_path: str, url: str, options: Mapping[str, Any] | None)
 
 
 def _rm_keys(fs: Any, keys: list[str]) -> None:
-    """Delete object keys (batched by the filesystem); missing keys are fine."""
+    """Delete object keys (S3: ``DeleteObjects`` of up to 1,000 keys a request); missing keys are fine.
+
+    A key the store refuses to delete raises (S3 reports those per key, in an answer that succeeds).
+    """
     if not keys:
         return
-    try:
-        fs.rm(keys)
-    except FileNotFoundError:
-        pass
+    from fsspec.asyn import sync
+
+    if hasattr(fs, "_call_s3"):
+        async def run_s3() -> None:
+            for i in range(0, len(keys), 1000):
+                chunk = keys[i:i + 1000]
+                bucket = fs.split_path(chunk[0])[0]
+                objects = [{"Key": fs.split_path(k)[1]} for k in chunk]
+                out = await fs._call_s3("delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+                errors = out.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise OSError(errno.EIO, f"{len(errors)} object(s) were not deleted: {first.get('Code')} "
+                                             f"{first.get('Message', '')} ({bucket}/{first.get('Key')})")
+            for key in keys:
+                fs.invalidate_cache(key)
+
+        sync(fs.loop, run_s3)
+        return
+    for key in keys:
+        try:
+            fs.rm_file(key)
+        except FileNotFoundError:
+            pass
 
 
 def copy(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -876,17 +960,43 @@ def copy(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | None
     if found is None:
         raise StorageFileNotFoundError("cannot copy: no such file or directory", path=redact(url), backend=protocol(url))
     if found["type"] == "file":
-        _call("cannot copy", url, storage_options, fs.copy, src_path, dst_path)
+        _call("cannot copy", url, storage_options, _copy_objects, fs, [(src_path, dst_path)])
         return
-    keys = list(find(a, storage_options)) + [
-        k[len(src_path) + 1:] for k in _markers(fs, src_path, url, storage_options) if len(k) > len(src_path) + 1]
-    if keys:
-        _call("cannot copy", url, storage_options, fs.copy, [f"{src_path}/{k}" for k in keys],
-              [f"{dst_path}/{k}" for k in keys])
-    elif protocol(url) in OBJECT_STORE_PROTOCOLS:
-        _call("cannot copy", url, storage_options, fs.pipe_file, dst_path + MARKER_SUFFIX, b"")
-    else:
+    files = [(f"{src_path}/{k}", f"{dst_path}/{k}") for k in find(a, storage_options)]
+    if protocol(url) not in OBJECT_STORE_PROTOCOLS:
         _call("cannot copy", url, storage_options, fs.makedirs, dst_path, exist_ok=True)
+        for _, target in files:
+            _call("cannot copy", url, storage_options, fs.makedirs, fs._parent(target), exist_ok=True)
+        _call("cannot copy", url, storage_options, _copy_objects, fs, files)
+        return
+    markers = [dst_path + k[len(src_path):] for k in _markers(fs, src_path, url, storage_options)]
+    if not files and not markers:
+        markers = [dst_path + MARKER_SUFFIX]
+    _call("cannot copy", url, storage_options, _copy_objects, fs, files, markers)
+
+
+def _copy_objects(fs: Any, pairs: list[tuple[str, str]], markers: list[str] = ()) -> None:
+    """Server-side copies ``src → dst`` and empty ``markers``, concurrently where the filesystem is async."""
+    if not getattr(fs, "async_impl", False):
+        for src, dst in pairs:
+            fs.cp_file(src, dst)
+        for marker in markers:
+            fs.pipe_file(marker, b"")
+        return
+    from fsspec.asyn import sync
+
+    async def run() -> None:
+        limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(coro_factory) -> None:
+            async with limit:
+                await coro_factory()
+
+        jobs = [one(lambda s=src, d=dst: fs._cp_file(s, d)) for src, dst in pairs]
+        jobs += [one(lambda m=marker: fs._pipe_file(m, b"")) for marker in markers]
+        await asyncio.gather(*jobs)
+
+    sync(fs.loop, run)
 
 
 def rename(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -914,6 +1024,7 @@ __all__ = [
     "S3_MAX_ATTEMPTS",
     "S3_READ_TIMEOUT_S",
     "S3FS_RETRIES",
+    "READ_CONCURRENCY",
     "S3_SILENT_ENDPOINT_BOUND_S",
     "StorageConnectionError",
     "StorageIOError",
@@ -923,6 +1034,7 @@ __all__ = [
     "absolute",
     "call",
     "copy",
+    "error_for",
     "exists",
     "filesystem",
     "find",

@@ -5,7 +5,8 @@ Two phases, so that parallel writers never collide:
 1. :func:`create_plate` (once, on the client) writes every group's metadata (plate → row → well →
    field, with ``plate``, ``well``, ``multiscales`` and ``omero``) and every empty array's metadata. The
    hierarchy is built in a temporary directory beside ``path`` and renamed into place, so a plate is
-   either fully described or absent.
+   either fully described or absent. At a URL (``s3://...``, with ``storage_options``) the documents are
+   written in place, the root document last: a plate without it is not a plate.
 2. :func:`write_planes` (on workers) fills YX planes of one field and their pyramid levels, with one
    assignment per chunk (or shard). Indices ``field``, ``t``, ``c`` and ``z`` are **0-based** here (the
    plate index is 1-based: ``field = site - 1``). :func:`write_plane`, :func:`write_stack` and
@@ -56,6 +57,7 @@ from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 
 from hcsgraph.config import ZarrConfig
+from hcsgraph.io import location
 from hcsgraph.io.chunking import compressors_for, plan_chunks
 from hcsgraph.io.paths import TEMP_PREFIX
 from hcsgraph.plate.index import row_number, split_well
@@ -218,6 +220,7 @@ def create_plate(
     zarr_config: ZarrConfig | None = None,
     n_levels: int = 1,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> PlateLayout:
     """Write the metadata of a whole plate and its empty arrays, before any pixels.
 
@@ -226,16 +229,26 @@ def create_plate(
     ``FileExistsError`` unless ``overwrite=True``, which replaces it only once the new plate is complete,
     and only if it is a plate hcsgraph wrote (:func:`is_hcsgraph_plate`); anything else raises
     ``FileExistsError`` and is left as it is. The plate directory gets the process umask's permissions.
+
+    ``path`` may be a URL (``s3://bucket/out/plate.ome.zarr``; ``storage_options``: fsspec's options for
+    it). There nothing can be renamed into place: every group and array document is written directly
+    (concurrently, one ``PUT`` each) and the plate's root document last, so a plate whose root document
+    is there is complete and a partial one is never taken for a plate (nor for one hcsgraph wrote).
+    ``overwrite=True`` on a URL removes the old plate's root document first, then every object under the
+    prefix, then writes the new plate: there the old plate is gone before the new one is complete.
     """
     config = zarr_config or ZarrConfig()
     version = config.ome_zarr_version
-    target = Path(path)
-    if os.path.lexists(target):
+    remote = location.is_url(path)
+    target = Path(path) if not remote else None
+    url = location.split_credentials(os.fspath(path))[0].rstrip("/") if remote else ""
+    shown = location.redact(url) if remote else str(target)
+    if location.exists(url, storage_options) if remote else os.path.lexists(target):
         if not overwrite:
-            raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
-        if not is_hcsgraph_plate(target):
+            raise FileExistsError(f"{shown} already exists; pass overwrite=True to replace it")
+        if not is_hcsgraph_plate(url if remote else target, storage_options=storage_options):
             raise FileExistsError(
-                f"{target} exists and is not an OME-Zarr plate written by hcsgraph (no plate metadata with "
+                f"{shown} exists and is not an OME-Zarr plate written by hcsgraph (no plate metadata with "
                 f"the hcsgraph writer record in zarr.json/.zattrs); refusing to replace it: remove it yourself "
                 "or choose another path"
             )
@@ -300,6 +313,16 @@ def create_plate(
             for level in range(n_levels):
                 documents[f"{r}/{c}/{f}/{level}"] = level_docs[level]
 
+    layout = PlateLayout(
+        path=url if remote else str(target), plate_name=plate_name,
+        wells=tuple(f"{r}{c:02d}" for r, c in split.values()),
+        fields=fields, shape_tczyx=shape_tczyx, dtype=dtype.name, channel_names=tuple(channel_names),
+        n_levels=n_levels, ome_zarr_version=version, chunk_strategy=config.chunk_strategy.value,
+        chunks=tuple(chunks), shards=tuple(shards),
+    )
+    if remote:
+        _write_documents_remote(url, documents, storage_options, replace=overwrite)
+        return layout
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
@@ -318,30 +341,72 @@ def create_plate(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PlateLayout(
-        path=str(target), plate_name=plate_name, wells=tuple(f"{r}{c:02d}" for r, c in split.values()),
-        fields=fields, shape_tczyx=shape_tczyx, dtype=dtype.name, channel_names=tuple(channel_names),
-        n_levels=n_levels, ome_zarr_version=version, chunk_strategy=config.chunk_strategy.value,
-        chunks=tuple(chunks), shards=tuple(shards),
-    )
+    return layout
 
 
-def is_hcsgraph_plate(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an OME-Zarr plate hcsgraph wrote: a root group with ``plate`` metadata and
-    hcsgraph's writer record, in ``zarr.json`` (0.5) or ``.zattrs`` (0.4)."""
+ROOT_DOCUMENTS = ("zarr.json", ".zattrs", ".zgroup")
+"""The documents of a plate's root group (Zarr v3, v2)."""
+
+
+def _write_documents_remote(url: str, documents: dict[str, dict[str, bytes]], storage_options: Any,
+                            replace: bool) -> None:
+    """Write a plate's documents at a URL: every node but the root concurrently, then the root's.
+
+    ``replace``: an hcsgraph plate is there; its root documents are removed first (it stops being a
+    plate), then everything under the prefix.
+    """
+    fs, base = location.filesystem(url, storage_options)
+    base = base.rstrip("/")
+    if replace:
+        for name in ROOT_DOCUMENTS:
+            location.remove(f"{url}/{name}", storage_options, missing_ok=True)
+        location.remove(url, storage_options, recursive=True, missing_ok=True)
+    last = "zarr.json" if "zarr.json" in documents[""] else ".zattrs"  # the document that makes it a plate
+    rest = {f"{base}/{key}/{name}" if key else f"{base}/{name}": data
+            for key, files in documents.items() for name, data in files.items() if key or name != last}
+    if rest:
+        location.call("cannot write the plate's metadata", url, fs.pipe, rest, storage_options=storage_options)
+    location.call("cannot write the plate's metadata", url, fs.pipe_file, f"{base}/{last}", documents[""][last],
+                  storage_options=storage_options)
+
+
+def _root_documents(path: str | os.PathLike, storage_options: Any = None) -> tuple[bytes | None, bytes | None]:
+    """``(zarr.json, .zattrs)`` bytes of a group (None where absent); ``.zattrs`` is read only without ``zarr.json``."""
+    if location.is_url(path):
+        url = location.split_credentials(os.fspath(path))[0].rstrip("/")
+        found = location.read_many([f"{url}/zarr.json"], storage_options)[f"{url}/zarr.json"]
+        if found is not None:
+            return found, None
+        return None, location.read_many([f"{url}/.zattrs"], storage_options)[f"{url}/.zattrs"]
     root = Path(path)
-    if not root.is_dir():
+    if (root / "zarr.json").is_file():
+        return (root / "zarr.json").read_bytes(), None
+    if (root / ".zattrs").is_file():
+        return None, (root / ".zattrs").read_bytes()
+    return None, None
+
+
+def is_hcsgraph_plate(path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``path`` is an OME-Zarr plate hcsgraph wrote: a root group with ``plate`` metadata and
+    hcsgraph's writer record, in ``zarr.json`` (0.5) or ``.zattrs`` (0.4). ``path`` may be a URL
+    (``storage_options``: fsspec's options); a store that cannot be reached raises its error there."""
+    if not location.is_url(path) and not Path(path).is_dir():
         return False
     try:
-        if (root / "zarr.json").is_file():
-            document = json.loads((root / "zarr.json").read_bytes())
+        v3, v2 = _root_documents(path, storage_options)
+        if v3 is not None:
+            document = json.loads(v3)
             attrs = document.get("attributes", {}) if document.get("node_type") == "group" else {}
             ome = attrs.get("ome", {})
-        elif (root / ".zattrs").is_file():
-            attrs = ome = json.loads((root / ".zattrs").read_bytes())
+        elif v2 is not None:
+            attrs = ome = json.loads(v2)
         else:
             return False
-    except (OSError, ValueError):
+    except ValueError:
+        return False
+    except OSError:
+        if location.is_url(path):
+            raise
         return False
     if not isinstance(attrs, dict) or not isinstance(ome, dict) or not isinstance(ome.get("plate"), dict):
         return False
@@ -411,16 +476,38 @@ def downsample_2x(data: np.ndarray, method: DownsampleMethod = "mean") -> np.nda
     return mean.astype(data.dtype)
 
 
-def _open_level(path: str | os.PathLike, well: str, field: int, level: int, image: str = "") -> zarr.Array:
+def zarr_store(path: str | os.PathLike, storage_options: Mapping[str, Any] | None = None, *,
+               read_only: bool = False) -> Any:
+    """What to give zarr as ``store=`` for ``path``: the local path itself, or for a URL a
+    ``zarr.storage.FsspecStore`` on the filesystem :func:`hcsgraph.io.location.filesystem` configures
+    (credentials from ``storage_options`` or fsspec's defaults, S3 timeouts and retries)."""
+    if not location.is_url(path):
+        return os.fspath(path)
+    from zarr.storage import FsspecStore
+
+    fs, fs_path = location.filesystem(path, storage_options, asynchronous=True)
+    return FsspecStore(fs=fs, path=fs_path.rstrip("/"), read_only=read_only)
+
+
+def _open_level(path: str | os.PathLike, well: str, field: int, level: int, image: str = "",
+                storage_options: Any = None) -> zarr.Array:
     inner = f"{image.strip('/')}/" if image else ""
     array_path = f"{well_path(well)}/{int(field)}/{inner}{level}"
+    remote = location.is_url(path)
     try:
-        return zarr.open_array(store=os.fspath(path), path=array_path, mode="r+")
+        return zarr.open_array(store=zarr_store(path, storage_options), path=array_path, mode="r+")
     except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise FileNotFoundError(
-            f"no array for well {well}, field {field}, level {level} at {path}/{array_path}; "
-            "was the plate created with create_plate() with this well and field count?"
-        ) from exc
+            f"no array for well {well}, field {field}, level {level} at {location.redact(os.fspath(path))}/"
+            f"{array_path}; was the plate created with create_plate() with this well and field count?"
+        ) from (None if remote else exc)
+    except location.StorageError:
+        raise
+    except Exception as exc:
+        if not remote:
+            raise
+        raise location.error_for(exc, f"{os.fspath(path)}/{array_path}", storage_options,
+                                 "cannot open the array") from None
 
 
 ArrayCache = dict[tuple[str, str, int, int, str], zarr.Array]
@@ -428,22 +515,23 @@ ArrayCache = dict[tuple[str, str, int, int, str], zarr.Array]
 each once."""
 
 
-def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache, image: str = "") -> zarr.Array:
+def _level_array(path, well: str, field: int, level: int, arrays: ArrayCache, image: str = "",
+                 storage_options: Any = None) -> zarr.Array:
     key = (os.fspath(path), well, int(field), level, image)
     array = arrays.get(key)
     if array is None:
-        array = arrays[key] = _open_level(path, well, field, level, image)
+        array = arrays[key] = _open_level(path, well, field, level, image, storage_options)
     return array
 
 
 def _write(
     path, well: str, field: int, planes: list[Plane], data: Any, expected: tuple[int, ...], n_levels: int,
-    downsample: str, arrays: ArrayCache, what: str, image: str = "",
+    downsample: str, arrays: ArrayCache, what: str, image: str = "", storage_options: Any = None,
 ) -> None:
     """Check ``data`` (the caller's shape ``expected``) and write it as ``planes`` on every level."""
     if downsample not in DOWNSAMPLE_METHODS:
         raise ValueError(f"downsample={downsample!r}: expected one of {DOWNSAMPLE_METHODS}")
-    array = _level_array(path, well, field, 0, arrays, image)
+    array = _level_array(path, well, field, 0, arrays, image, storage_options)
     data = np.asarray(data)
     if data.shape != expected:
         raise ValueError(f"{what} of well {well}, field {field}: shape {data.shape}, the plate expects {expected}")
@@ -463,12 +551,13 @@ def _write(
     stack = data.reshape((len(planes), *array.shape[-2:]))
     for level in range(n_levels):
         if level:
-            array = _level_array(path, well, field, level, arrays, image)
+            array = _level_array(path, well, field, level, arrays, image, storage_options)
             stack = downsample_2x(stack, downsample)
-        _write_regions(array, planes, stack)
+        _write_regions(array, planes, stack, os.fspath(path) if location.is_url(path) else None, storage_options)
 
 
-def _write_regions(array: zarr.Array, planes: list[Plane], stack: np.ndarray) -> None:
+def _write_regions(array: zarr.Array, planes: list[Plane], stack: np.ndarray, url: str | None = None,
+                   storage_options: Any = None) -> None:
     """Write ``stack[i]`` as plane ``planes[i]``: one assignment per chunk (or shard) the planes touch.
 
     A chunk region the planes cover only in part is read once, completed and written back once.
@@ -498,12 +587,21 @@ def _write_regions(array: zarr.Array, planes: list[Plane], stack: np.ndarray) ->
     async def write_all() -> None:
         await asyncio.gather(*(region(key, members) for key, members in groups.items()))
 
-    sync(write_all())
+    if url is None:
+        sync(write_all())
+        return
+    try:
+        sync(write_all())
+    except location.StorageError:
+        raise
+    except Exception as exc:  # a store failure: reported with the URL, never a secret
+        raise location.error_for(exc, f"{url}/{array.path}", storage_options, "cannot write the planes") from None
 
 
 def write_planes(
     path: str | os.PathLike, well: str, field: int, planes: Sequence[Plane], data: np.ndarray, n_levels: int = 1,
     *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None, image: str = "",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write YX planes of one field: ``data[i]`` (``data`` is ``[N, Y, X]``) is plane ``planes[i] = (t, c, z)``.
 
@@ -514,18 +612,21 @@ def write_planes(
     (or of different fields) may run in parallel; two calls on planes of one chunk may not.
     ``arrays``: a dict shared by consecutive calls on one plate, so each level array is opened once.
     Indices are 0-based. ``image``: a multiscale image inside the field instead of the field's own,
-    e.g. ``"labels/nuclei"`` (see :mod:`hcsgraph.io.omezarr_labels`).
+    e.g. ``"labels/nuclei"`` (see :mod:`hcsgraph.io.omezarr_labels`). ``path`` may be a URL
+    (``storage_options``: fsspec's options for it): each chunk or shard is one ``PUT``, the chunks of one
+    call written concurrently.
     """
     arrays = {} if arrays is None else arrays
-    shape = _level_array(path, well, field, 0, arrays, image).shape
+    shape = _level_array(path, well, field, 0, arrays, image, storage_options).shape
     planes = [(int(t), int(c), int(z)) for t, c, z in planes]
     _write(path, well, field, planes, data, (len(planes), *shape[-2:]), n_levels, downsample, arrays, "planes",
-           image)
+           image, storage_options)
 
 
 def write_plane(
     path: str | os.PathLike, well: str, field: int, t: int, c: int, z: int, plane: np.ndarray, n_levels: int = 1,
     *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write one YX plane (and its ``n_levels - 1`` downsampled levels); ``field``/``t``/``c``/``z`` are 0-based.
 
@@ -533,31 +634,35 @@ def write_plane(
     per plane); see :func:`write_planes`.
     """
     arrays = {} if arrays is None else arrays
-    shape = _level_array(path, well, field, 0, arrays).shape
+    shape = _level_array(path, well, field, 0, arrays, "", storage_options).shape
     _write(path, well, field, [(int(t), int(c), int(z))], plane, tuple(shape[-2:]), n_levels, downsample, arrays,
-           "plane")
+           "plane", "", storage_options)
 
 
 def write_stack(
     path: str | os.PathLike, well: str, field: int, t: int, c: int, stack_zyx: np.ndarray, n_levels: int = 1,
     *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write all Z planes of one (t, c) of a field (0-based); the unit of work for the FIELD strategy."""
     arrays = {} if arrays is None else arrays
-    shape = _level_array(path, well, field, 0, arrays).shape
+    shape = _level_array(path, well, field, 0, arrays, "", storage_options).shape
     planes = [(int(t), int(c), z) for z in range(shape[2])]
-    _write(path, well, field, planes, stack_zyx, tuple(shape[2:]), n_levels, downsample, arrays, "z-stack")
+    _write(path, well, field, planes, stack_zyx, tuple(shape[2:]), n_levels, downsample, arrays, "z-stack", "",
+           storage_options)
 
 
 def write_field(
     path: str | os.PathLike, well: str, field: int, data_tczyx: np.ndarray, n_levels: int = 1,
     *, downsample: DownsampleMethod = "mean", arrays: ArrayCache | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a whole field (TCZYX); the unit of work for the WELL strategy."""
     arrays = {} if arrays is None else arrays
-    shape = _level_array(path, well, field, 0, arrays).shape
+    shape = _level_array(path, well, field, 0, arrays, "", storage_options).shape
     planes = [tuple(int(i) for i in p) for p in np.ndindex(*shape[:3])]
-    _write(path, well, field, planes, data_tczyx, tuple(shape), n_levels, downsample, arrays, "field")
+    _write(path, well, field, planes, data_tczyx, tuple(shape), n_levels, downsample, arrays, "field", "",
+           storage_options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,8 +697,24 @@ def _replace_json(file: Path, document: dict[str, Any]) -> None:
         raise
 
 
+def _document_parts(document: dict[str, Any], version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(attributes, OME attributes)`` of a group document as stored for ``version``."""
+    if version == "0.5":
+        attrs = document.setdefault("attributes", {})
+        return attrs, attrs.get("ome", {})
+    return document, document
+
+
 def _set_windows(folder: Path, version: str, windows: dict[int, tuple[float, float]], merge: bool) -> None:
-    file, document, attrs, ome = _group_document(folder, version)
+    file, document, _, _ = _group_document(folder, version)
+    _update_windows(document, version, windows, merge, file)
+    _replace_json(file, document)
+
+
+def _update_windows(document: dict[str, Any], version: str, windows: dict[int, tuple[float, float]], merge: bool,
+                    file: Any) -> None:
+    """Set the omero windows of ``windows`` in a field's group ``document`` (in place)."""
+    attrs, ome = _document_parts(document, version)
     channels = ome.get("omero", {}).get("channels")
     if not isinstance(channels, list):
         raise ValueError(f"{file} has no omero channels")
@@ -609,12 +730,11 @@ def _set_windows(folder: Path, version: str, windows: dict[int, tuple[float, flo
         channels[c]["window"] = {"start": low, "end": high, "min": low, "max": high}
         from_data.add(c)
     own[DATA_WINDOWS_KEY] = sorted(from_data)
-    _replace_json(file, document)
 
 
 def set_channel_windows(
     plate_path: str | os.PathLike, windows: Mapping[int, tuple[float, float]], *, merge: bool = True,
-    max_workers: int | None = None,
+    max_workers: int | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Set the omero window of channels of every field of a plate from the data; returns the fields rewritten.
 
@@ -624,6 +744,10 @@ def set_channel_windows(
     union instead; the initial window from :func:`create_plate` is always replaced. Works on NGFF 0.5
     (``zarr.json``, under ``ome``) and 0.4 (``.zattrs``); each document is rewritten directly and
     atomically, ``max_workers`` threads at a time. Calls on one plate must not overlap.
+
+    ``plate_path`` may be a URL (``storage_options``: fsspec's options): the plate's, wells' and fields'
+    documents are read in three rounds of concurrent ``GET`` s and each field's is written back with one
+    ``PUT`` (atomic per document).
     """
     clean: dict[int, tuple[float, float]] = {}
     for c, pair in windows.items():
@@ -635,6 +759,9 @@ def set_channel_windows(
         clean[int(c)] = (low, high)
     if not clean:
         return 0
+    if location.is_url(plate_path):
+        return _set_channel_windows_remote(location.split_credentials(os.fspath(plate_path))[0].rstrip("/"), clean,
+                                           merge, storage_options)
     root = Path(plate_path)
     version = "0.5" if (root / "zarr.json").is_file() else "0.4"
     try:
@@ -657,20 +784,66 @@ def set_channel_windows(
     return len(folders)
 
 
-def mark_well_complete(path: str | os.PathLike, well: str) -> None:
-    """Record in the well's group attributes that every write of the well has landed."""
-    group = zarr.open_group(store=os.fspath(path), path=well_path(well), mode="r+")
+def _set_channel_windows_remote(url: str, windows: dict[int, tuple[float, float]], merge: bool,
+                                storage_options: Any) -> int:
+    """:func:`set_channel_windows` on a plate at a URL: concurrent reads per level, one PUT per field."""
+    v3, v2 = _root_documents(url, storage_options)
+    version, name = ("0.5", "zarr.json") if v3 is not None else ("0.4", ".zattrs")
+    shown = location.redact(url)
+    try:
+        _, ome = _document_parts(json.loads(v3 if v3 is not None else v2), version)
+        wells = [w["path"] for w in ome["plate"]["wells"]]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{shown} is not an OME-Zarr plate: {exc}") from exc
+
+    def documents(folders: list[str]) -> dict[str, dict[str, Any]]:
+        found = location.read_many([f"{url}/{folder}/{name}" for folder in folders], storage_options)
+        out = {}
+        for folder in folders:
+            raw = found[f"{url}/{folder}/{name}"]
+            if raw is None:
+                raise FileNotFoundError(f"{shown}/{folder}/{name} is missing")
+            out[folder] = json.loads(raw)
+        return out
+
+    well_docs = documents(wells)
+    folders = [f"{well}/{image['path']}" for well in wells
+               for image in _document_parts(well_docs[well], version)[1]["well"]["images"]]
+    field_docs = documents(folders)
+    if folders:  # the fields of a plate share their channels: check once, before rewriting any
+        channels = _document_parts(field_docs[folders[0]], version)[1].get("omero", {}).get("channels", [])
+        if max(windows) >= len(channels):
+            raise ValueError(f"channel {max(windows)} is out of range: the plate {shown} has {len(channels)} channels")
+    fs, base = location.filesystem(url, storage_options)
+    updates = {}
+    for folder, document in field_docs.items():
+        _update_windows(document, version, windows, merge, f"{shown}/{folder}/{name}")
+        updates[f"{base.rstrip('/')}/{folder}/{name}"] = json.dumps(document).encode()
+    if updates:
+        location.call("cannot write the channel windows", url, fs.pipe, updates, storage_options=storage_options)
+    return len(folders)
+
+
+def mark_well_complete(path: str | os.PathLike, well: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Record in the well's group attributes that every write of the well has landed (``path`` may be a URL)."""
+    group = zarr.open_group(store=zarr_store(path, storage_options), path=well_path(well), mode="r+")
     group.attrs.update({COMPLETE_KEY: {"complete": True}})
 
 
-def well_is_complete(path: str | os.PathLike, well: str) -> bool:
-    """True once :func:`mark_well_complete` ran for ``well``."""
-    group = zarr.open_group(store=os.fspath(path), path=well_path(well), mode="r")
+def well_is_complete(path: str | os.PathLike, well: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True once :func:`mark_well_complete` ran for ``well`` (``path`` may be a URL)."""
+    group = zarr.open_group(store=zarr_store(path, storage_options, read_only=True), path=well_path(well), mode="r")
     return bool(dict(group.attrs).get(COMPLETE_KEY, {}).get("complete", False))
 
 
-def read_plate_attrs(path: str | os.PathLike) -> dict[str, Any]:
-    """The plate group's attributes as stored (0.5: ``{"ome": {...}}``; 0.4: ``{"plate": {...}}``)."""
+def read_plate_attrs(path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The plate group's attributes as stored (0.5: ``{"ome": {...}}``; 0.4: ``{"plate": {...}}``); ``path``
+    may be a URL."""
+    if location.is_url(path):
+        v3, v2 = _root_documents(path, storage_options)
+        if v3 is None and v2 is None:
+            raise FileNotFoundError(f"{location.redact(os.fspath(path))}: no zarr.json or .zattrs")
+        return json.loads(v3).get("attributes", {}) if v3 is not None else json.loads(v2)
     root = Path(path)
     if (root / "zarr.json").is_file():
         return json.loads((root / "zarr.json").read_text()).get("attributes", {})

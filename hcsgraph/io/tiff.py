@@ -8,11 +8,14 @@ and comes back as ``bool``, and singleton axes come back.
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from hcsgraph.io import location
 from hcsgraph.io.atomic import PathLike, write_atomic
 
 IMAGEJ_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)})
@@ -39,12 +42,20 @@ def write_tiff(handle: BinaryIO, array: np.ndarray, **tifffile_kwargs: Any) -> N
     tifffile.imwrite(handle, stored, **options)
 
 
-def write_tiff_atomic(path: PathLike, array: Any, **tifffile_kwargs: Any) -> None:
+def write_tiff_atomic(path: PathLike, array: Any, *, storage_options: Mapping[str, Any] | None = None,
+                      **tifffile_kwargs: Any) -> None:
     """Write ``array`` to ``path`` as :func:`write_tiff` does, atomically (see :mod:`hcsgraph.io.atomic`).
 
-    Without ``tifffile_kwargs`` the file is byte for byte what the disk backend writes.
+    Without ``tifffile_kwargs`` the file is byte for byte what the disk backend writes. ``path`` may be a
+    URL (``storage_options``: fsspec's options for it): the TIFF is encoded in memory and written with
+    one ``PUT`` (:func:`hcsgraph.io.location.write_bytes_atomic`).
     """
     data = np.asarray(array)
+    if location.is_url(path):
+        buffer = io.BytesIO()
+        write_tiff(buffer, data, **tifffile_kwargs)
+        location.write_bytes_atomic(path, buffer.getvalue(), storage_options)
+        return
     write_atomic(path, lambda handle: write_tiff(handle, data, **tifffile_kwargs))
 
 

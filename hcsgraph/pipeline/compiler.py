@@ -148,6 +148,7 @@ class _Compile:
         self.specials: dict[str, list[tuple[str, str, Any]]] = defaultdict(list)
         self.materialized: dict[str, list[tuple[str, Any]]] = defaultdict(list)
         self.special_tables: set[str] = set()
+        self.partitioned_tables: set[str] = set()
         self.notes: list[str] = []
         self.location: dict[PlaneId, Location] = {}
         self.loaded: dict[PlaneId, Location] = {}
@@ -458,8 +459,17 @@ class _Compile:
                       planes: tuple[PlaneId, ...]) -> None:
         key = (f"{key_name(name)}-{self.token}", *step_key[1:])
         self.tasks[key] = Task(key, T.extract_special, ctx, TaskRef(step_key), name, planes)
-        self.specials[ctx.well].append((name, label, key))
-        self.special_tables.add(name)
+        if getattr(materializer, "partitioned", False):
+            # the workers write the table by parts; its rows never travel to the run's last task
+            self.partitioned_tables.add(name)
+            if hasattr(materializer, "with_metadata"):
+                known = dict(getattr(materializer, "metadata", ()))
+                defaults = {"plate": getattr(self.index, "name", None), "pipeline": self.pipeline.name,
+                            "run_id": self.run_id}
+                materializer = materializer.with_metadata(**{k: v for k, v in defaults.items() if k not in known})
+        else:
+            self.specials[ctx.well].append((name, label, key))
+            self.special_tables.add(name)
         if materializer is not None:
             mkey = (f"save_{key_name(name)}-{self.token}", *step_key[1:])
             path = self.layout.special_path(name, label)
@@ -557,7 +567,8 @@ class _Compile:
             backend=self.layout.backend.value,
             wells=tuple(wells),
             skipped=tuple(sorted(self.completed, key=well_sort_key)),
-            special_tables=tuple(sorted(self.special_tables)),
+            special_tables=tuple(sorted(self.special_tables - self.partitioned_tables)),
+            partitioned_tables=tuple(sorted(self.partitioned_tables)),
             scratch=self.layout.scratch_root if self.scratch_backend else None,
             on_error=self.policy.value,
             run_id=self.run_id,

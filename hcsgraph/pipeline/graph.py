@@ -43,6 +43,7 @@ class RunSpec:
     resume: bool = False
     notes: tuple[str, ...] = ()
     zarr_stores: tuple[str, ...] = ()
+    partitioned_tables: tuple[str, ...] = ()
 
 
 class PipelineExpr(Expr):

@@ -107,8 +107,8 @@ class OutputState:
     def _artifacts(self, earlier: dict[str, Any] | None) -> list[str]:
         names = self.layout.existing_artifacts(self.pipeline)
         if earlier and not self.layout.inline_zarr:
-            for table in (earlier.get("special_outputs") or {}).values():
-                base = str(table)
+            tables = [str(t) for t in (earlier.get("special_outputs") or {}).values()]
+            for base in [*tables, *map(str, earlier.get("written") or ())]:
                 for name in (base, base[: -len(".csv")] if base.endswith(".csv") else None):
                     if (name and name not in names and os.sep not in name and name not in ("..", ".")
                             and os.path.lexists(os.path.join(self.layout.root, name))):

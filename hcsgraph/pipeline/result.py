@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ class RunResult:
     image_store: str
     backend: str
     wells: pd.DataFrame
-    special_outputs: dict[str, pd.DataFrame]
+    special_outputs: Mapping[str, pd.DataFrame]
     materialized: dict[str, list[str]]
     failures: list[dict[str, Any]]
     recoveries: dict[str, int]
@@ -144,9 +145,21 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
     tables = {name: pd.DataFrame(r) for name, r in specials.items()}
     if spec.resume:
         tables = _merge_earlier_tables(spec, tables, earlier)
+    written: list[str] = []
     for name, table in tables.items():
         if len(table):
             write_text_atomic(os.path.join(spec.output, f"{name}.csv"), table.to_csv(index=False))
+            written.append(f"{name}.csv")
+    partitioned = {}
+    for name in getattr(spec, "partitioned_tables", ()):
+        root = os.path.join(spec.output, name)
+        if os.path.isdir(root):
+            partitioned[name] = root
+            written.append(name)
+            summary = _summarize_partitioned(root)
+            if summary is not None:
+                write_text_atomic(os.path.join(spec.output, f"{name}_per_well.csv"), summary.to_csv(index=False))
+                written.append(f"{name}_per_well.csv")
     for store, by_channel in windows.items():
         from hcsgraph.io.omezarr import set_channel_windows
 
@@ -166,7 +179,9 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
         "notes": list(spec.notes),
         "wells": rows,
         "failures": failures,
-        "special_outputs": {name: f"{name}.csv" for name, t in tables.items() if len(t)},
+        "special_outputs": {**{name: f"{name}.csv" for name, t in tables.items() if len(t)},
+                            **{name: name for name in partitioned}},
+        "written": written,
         "recoveries": dict(recoveries),
     })
     if spec.scratch and not failures and os.path.isdir(spec.scratch):
@@ -179,7 +194,7 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
         image_store=spec.image_store,
         backend=spec.backend,
         wells=wells,
-        special_outputs=tables,
+        special_outputs=SpecialOutputs(tables, partitioned),
         materialized=materialized,
         failures=failures,
         recoveries=dict(recoveries),
@@ -187,6 +202,53 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
         manifest=manifest,
         notes=list(spec.notes),
     )
+
+
+class SpecialOutputs(Mapping[str, pd.DataFrame]):
+    """The run's special-output tables by name; a table written by parts (Parquet, partitioned by
+    well) is read from its parts when first asked for, on the client, never by the run's last task."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], partitioned: dict[str, str] | None = None) -> None:
+        self._tables = dict(tables)
+        self._partitioned = dict(partitioned or {})
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._tables and name in self._partitioned:
+            from hcsgraph.pipeline.tables import assemble_parquet_dataset
+
+            self._tables[name] = assemble_parquet_dataset(self._partitioned[name]).to_table().to_pandas()
+        return self._tables[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted({*self._tables, *self._partitioned}))
+
+    def __len__(self) -> int:
+        return len({*self._tables, *self._partitioned})
+
+    def path(self, name: str) -> str | None:
+        """The folder of a table written by parts (None for the others)."""
+        return self._partitioned.get(name)
+
+    def __repr__(self) -> str:
+        return f"SpecialOutputs({list(self)})"
+
+
+_NOT_FEATURES = {"label", "slice_index", "site", "channel", "z", "t", "well", "group"}
+
+
+def _summarize_partitioned(root: str) -> pd.DataFrame | None:
+    """Per-well object count, mean and median of every numeric feature of a table written by parts."""
+    try:
+        import pyarrow as pa
+
+        from hcsgraph.pipeline.tables import assemble_parquet_dataset, summarize_per_well
+    except ImportError:
+        return None
+    dataset = assemble_parquet_dataset(root)
+    features = [f.name for f in dataset.schema if f.name not in _NOT_FEATURES and not f.name.startswith("bbox_")
+                and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    by = [f.name for f in dataset.schema if f.name == "objects"]
+    return summarize_per_well(dataset, features, by=by)
 
 
 def _earlier_run(spec: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ go to their own part file, partitioned by well the way Hive and pyarrow read it:
     <output>/objects/well=B03/part-B03_site2.parquet
     <output>/objects/well=C05/part-C05_site1.parquet
 
-Parts are written by the task that measured the group, atomically, so no process ever holds the
-whole table. Each Parquet part's schema metadata holds ``hcsgraph.version``, ``hcsgraph.table``,
+Parts are written by the task that measured the group, atomically: writing the table needs no
+process to hold all of it. (The pipeline also gathers every special output into
+``result.special_outputs`` and the plate-wide ``<name>.csv``, on the client; a compiler that sees
+``materializer.partitioned`` can leave those rows on the workers.) Each Parquet part's schema metadata holds ``hcsgraph.version``, ``hcsgraph.table``,
 ``hcsgraph.well``, ``hcsgraph.group`` and, when given, ``hcsgraph.plate``, ``hcsgraph.pipeline``
 and any other ``hcsgraph.<key>`` (see :func:`table_materializer`). The ``well`` column is the
 partition (the directory), not stored in the part.
@@ -26,7 +28,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,39 +43,50 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def _hcsgraph_version() -> str:
-    try:
-        from importlib.metadata import version
+    import hcsgraph
 
-        return version("hcsgraph")
-    except Exception:  # noqa: BLE001 - an uninstalled checkout
-        import hcsgraph
-
-        return str(getattr(hcsgraph, "__version__", "unknown"))
+    return str(getattr(hcsgraph, "__version__", "unknown"))
 
 
-def _frame(data: Any) -> pd.DataFrame:
-    """A DataFrame from a DataFrame, a dict (one row) or a list of dicts (an empty list: no rows)."""
+def arrow_table(data: Any) -> pa.Table:
+    """An Arrow table from a DataFrame, a dict (one row), a list of dicts or an Arrow table.
+
+    Rows that all have the same keys (as ``measure_objects`` makes them) are converted straight to
+    Arrow; rows with differing keys go through pandas, whose columns are the union of the keys.
+    """
     import pandas as pd
+    import pyarrow as pa
 
-    if isinstance(data, pd.DataFrame):
+    if isinstance(data, pa.Table):
         return data
+    if isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False)
     if isinstance(data, Mapping):
-        return pd.DataFrame([dict(data)])
+        data = [data]
     if isinstance(data, Sequence) and not isinstance(data, str | bytes) and all(isinstance(r, Mapping) for r in data):
-        return pd.DataFrame([dict(r) for r in data])
+        if not data:
+            return pa.table({})
+        keys = list(data[0].keys())
+        if all(list(r.keys()) == keys for r in data):
+            try:
+                return pa.Table.from_pylist(list(data))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                pass  # mixed types in a column: let pandas decide
+        return pa.Table.from_pandas(pd.DataFrame([dict(r) for r in data]), preserve_index=False)
     raise TypeError(f"table materializer: expected a DataFrame, a dict or a list of dicts, got {type(data).__name__}")
 
 
-def well_of(group: str, frame: pd.DataFrame | None = None) -> str:
+def well_of(group: str, table: Any = None) -> str:
     """The well of a group: the ``well`` column when it holds one value, else the label's first field.
 
-    Group labels are ``<well>_<component><value>...`` (``B03_site1_channel2``).
+    Group labels are ``<well>_<component><value>...`` (``B03_site1_channel2``). ``table`` is an
+    Arrow table or a DataFrame.
     """
-    if frame is not None and PARTITION in frame.columns and len(frame):
-        wells = frame[PARTITION].astype(str).unique()
+    if table is not None and PARTITION in table.column_names and table.num_rows:
+        wells = sorted({str(w) for w in table.column(PARTITION).unique().to_pylist()})
         if len(wells) == 1:
-            return str(wells[0])
-        raise ValueError(f"table materializer: one group's rows name several wells: {sorted(wells)[:5]}")
+            return wells[0]
+        raise ValueError(f"table materializer: one group's rows name several wells: {wells[:5]}")
     return group.split("_", 1)[0]
 
 
@@ -98,6 +111,9 @@ class TableMaterializer:
     metadata: tuple[tuple[str, str], ...] = ()
     compression: str | None = "zstd"
 
+    partitioned: ClassVar[bool] = True
+    """Marks a materializer that writes the whole table by parts: the rows need not reach the client."""
+
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"table materializer: format={self.format!r} must be one of {', '.join(FORMATS)}")
@@ -114,16 +130,17 @@ class TableMaterializer:
         return {f"{META_PREFIX}{k}": v for k, v in meta.items()}
 
     def __call__(self, data: Any, path: str, filemanager: Any) -> str:
-        frame = _frame(data)
+        rows = arrow_table(data)
         group = os.path.basename(os.fspath(path))
-        table = os.path.basename(os.path.dirname(os.fspath(path))) or "table"
-        well = well_of(group, frame)
-        frame = frame.drop(columns=[PARTITION], errors="ignore")
+        name = os.path.basename(os.path.dirname(os.fspath(path))) or "table"
+        well = well_of(group, rows)
+        if PARTITION in rows.column_names:
+            rows = rows.drop_columns([PARTITION])
         target = part_path(path, well, group, self.format)
         if self.format == "csv":
-            content: Any = frame.to_csv(index=False)
+            content: Any = rows.to_pandas().to_csv(index=False)
         else:
-            content = parquet_bytes(frame, self.schema_metadata(table, well, group), self.compression)
+            content = parquet_bytes(rows, self.schema_metadata(name, well, group), self.compression)
         filemanager.ensure_directory(os.path.dirname(target), "disk")
         filemanager.save(content, target, "disk", overwrite=True)
         return target
@@ -135,13 +152,12 @@ def _meta_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def parquet_bytes(frame: pd.DataFrame, metadata: Mapping[str, str] | None = None,
-                  compression: str | None = "zstd") -> bytes:
-    """``frame`` as the bytes of a Parquet file whose schema metadata also holds ``metadata``."""
+def parquet_bytes(data: Any, metadata: Mapping[str, str] | None = None, compression: str | None = "zstd") -> bytes:
+    """A table (see :func:`arrow_table`) as the bytes of a Parquet file whose schema metadata also holds ``metadata``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = arrow_table(data)
     merged = dict(table.schema.metadata or {})
     merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
     table = table.replace_schema_metadata(merged)
@@ -301,6 +317,7 @@ def summarize_per_well(dataset: pads.Dataset | str | os.PathLike, features: Iter
 
 __all__ = [
     "TableMaterializer",
+    "arrow_table",
     "assemble_parquet_dataset",
     "materialize_parquet",
     "materialize_table_csv",

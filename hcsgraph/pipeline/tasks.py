@@ -380,7 +380,8 @@ def extract_special(ctx: GroupContext, data: Any, name: str, planes: tuple[tuple
     value = data.specials[name]
     if planes and isinstance(value, list) and all(isinstance(v, dict) and "slice_index" in v for v in value):
         value = [
-            {**dict(zip(("site", "channel", "z", "t"), planes[v["slice_index"]][1:], strict=True)), **v}
+            {"well": ctx.well, **dict(zip(("site", "channel", "z", "t"), planes[v["slice_index"]][1:], strict=True)),
+             **v}
             if 0 <= v["slice_index"] < len(planes) else dict(v)
             for v in value
         ]

@@ -55,7 +55,7 @@ def open_plate(path: str | os.PathLike, pattern: str | re.Pattern | None = None,
 
 def _open(source: PlateSource, pattern: str | re.Pattern | None) -> PlateIndex:
     index = _parse(source, pattern)
-    index.probe_images()
+    index.probe_images(source.sizes() if source.remote else None)
     return index
 
 

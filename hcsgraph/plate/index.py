@@ -217,10 +217,11 @@ class PlateIndex:
             log.warning("%s: %s (see PlateIndex.problems)", self.shown_root, line)
 
     # -- image shape and dtype -------------------------------------------------------------
-    def probe_images(self) -> None:
+    def probe_images(self, sizes: Mapping[str, int] | None = None) -> None:
         """Decide the image shape and dtype now (metadata, else a sample of files); adds to ``problems``.
 
         :func:`open_plate` calls it; it runs once. Never raises: an undecidable shape raises on access.
+        ``sizes``: file sizes by path where already known (a URL plate's listing), to save requests.
         """
         if self._probed:
             return
@@ -228,7 +229,7 @@ class PlateIndex:
 
         paths = self.table["path"].tolist() or self.projections["path"].tolist()
         info = probe_images(paths, shape=self._image_shape, dtype=self._dtype, relative_to=self.root,
-                            storage_options=self.storage_options)
+                            storage_options=self.storage_options, sizes=sizes)
         self._probed = True
         self._image_shape, self._dtype, self._probe_error = info.shape, info.dtype, info.error
         self.problems += info.problems

@@ -60,11 +60,13 @@ def probe_images(
     dtype: np.dtype | str | None = None,
     relative_to: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> ImageInfo:
     """Decide the plate's plane shape and dtype from ``paths`` (deduplicated, plate order).
 
     ``shape`` / ``dtype``: what the instrument metadata says (None where it says nothing). When both are
-    given nothing is read. ``storage_options``: for files at URLs (the sample is read concurrently there). Problem paths are made relative to ``relative_to`` when they lie under it.
+    given nothing is read. ``storage_options``: for files at URLs (the sample is read concurrently there);
+    ``sizes``: their sizes in bytes where known (from the folder's listing), which saves a request each. Problem paths are made relative to ``relative_to`` when they lie under it.
     """
     meta_shape = None if shape is None else (int(shape[0]), int(shape[1]))
     meta_dtype = None if dtype is None else np.dtype(dtype)
@@ -84,7 +86,9 @@ def probe_images(
 
     def info(path: str) -> tuple[tuple[int, int], np.dtype] | PlateReadError:
         try:
-            return plane_info(path, storage_options)
+            if is_url(path):
+                return plane_info(path, storage_options, size=(sizes or {}).get(path))
+            return plane_info(path)
         except PlateReadError as exc:
             return exc
 

@@ -89,7 +89,7 @@ def _open_remote_array(url: str, options: Mapping[str, Any] | None):
     try:
         array = zarr.open_array(store=zarr_store(url, options, read_only=True), mode="r")
     except Exception as exc:  # noqa: BLE001 - any store/metadata failure is reported with the URL, no secret
-        raise _remote_failure(url, exc, options) from None
+        raise _remote_failure(url, exc, options, "no Zarr array at this path") from None
     with _REMOTE_LOCK:
         _REMOTE_ARRAYS[key] = array
         while len(_REMOTE_ARRAYS) > _REMOTE_ARRAYS_MAX:
@@ -97,13 +97,15 @@ def _open_remote_array(url: str, options: Mapping[str, Any] | None):
     return array
 
 
-def _remote_failure(url: str, exc: BaseException, options: Mapping[str, Any] | None) -> PlateReadError:
-    """A failure to read ``url`` as a PlateReadError naming it (credentials never shown)."""
+def _remote_failure(url: str, exc: BaseException, options: Mapping[str, Any] | None,
+                    missing: str = "file not found") -> PlateReadError:
+    """A failure to read ``url`` as a PlateReadError naming it (credentials never shown); ``missing``:
+    the reason when nothing is there."""
     shown = location.redact(url)
     if isinstance(exc, PlateReadError):
         return exc
     if isinstance(exc, FileNotFoundError) or type(exc).__name__ in ("ArrayNotFoundError", "GroupNotFoundError"):
-        return PlateReadError(shown, "file not found" if "#" not in url else "no Zarr array at this path")
+        return PlateReadError(shown, missing)
     if isinstance(exc, StorageError):
         return PlateReadError(shown, location.scrub(exc.reason, options))
     return PlateReadError(shown, location.scrub(f"{type(exc).__name__}: {exc}", options))
@@ -271,17 +273,22 @@ REMOTE_HEADER_BLOCK = 256 * 1024
 """Bytes fetched per ranged read when :func:`plane_info` reads a TIFF header at a URL."""
 
 
-def _remote_tiff_info(path: str, options: Mapping[str, Any] | None) -> tuple[tuple[int, int], np.dtype]:
-    """Shape and dtype from the header of a TIFF at a URL: its size, then ranged reads of the header."""
+def _remote_tiff_info(path: str, options: Mapping[str, Any] | None,
+                      size: int | None = None) -> tuple[tuple[int, int], np.dtype]:
+    """Shape and dtype from the header of a TIFF at a URL: ranged reads of the header (and its size,
+    unless ``size`` is known already, e.g. from the plate's listing)."""
     shown = location.redact(path)
     try:
-        fs, fs_path = location.filesystem(path, options)
-        with fs.open(fs_path, "rb", block_size=REMOTE_HEADER_BLOCK, cache_type="readahead") as handle:
-            size = int(handle.size)
-            if size == 0:
-                raise PlateReadError(shown, "the file is empty (0 bytes)")
-            with tifffile.TiffFile(handle, name=os.path.basename(fs_path)) as tif:
-                _, shape, dtype = _tiff_page(tif, shown, size)
+        if size is None:
+            found = location.info(path, options)
+            if found is None:
+                raise PlateReadError(shown, "file not found")
+            size = int(found["size"])
+        if size == 0:
+            raise PlateReadError(shown, "the file is empty (0 bytes)")
+        handle = _RangedFile(path, size, options)
+        with tifffile.TiffFile(handle, name=os.path.basename(path)) as tif:
+            _, shape, dtype = _tiff_page(tif, shown, size)
     except PlateReadError:
         raise
     except (FileNotFoundError, StorageError) as exc:
@@ -293,6 +300,54 @@ def _remote_tiff_info(path: str, options: Mapping[str, Any] | None) -> tuple[tup
     return (shape[0], shape[1]), dtype
 
 
+class _RangedFile(io.RawIOBase):
+    """A read-only, seekable view of the file at a URL of known size: blocks of
+    :data:`REMOTE_HEADER_BLOCK` bytes fetched by ranged reads as they are touched, each once."""
+
+    def __init__(self, url: str, size: int, options: Mapping[str, Any] | None) -> None:
+        super().__init__()
+        self.url, self.size, self.options, self.position = url, size, options, 0
+        self.blocks: dict[int, bytes] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def _block(self, number: int) -> bytes:
+        if number not in self.blocks:
+            start = number * REMOTE_HEADER_BLOCK
+            end = min(start + REMOTE_HEADER_BLOCK, self.size)
+            self.blocks[number] = location.read_bytes(self.url, self.options, start=start, end=end)
+        return self.blocks[number]
+
+    def read(self, n: int = -1) -> bytes:
+        end = self.size if n is None or n < 0 else min(self.size, self.position + n)
+        parts = []
+        while self.position < end:
+            number, offset = divmod(self.position, REMOTE_HEADER_BLOCK)
+            block = self._block(number)[offset: offset + end - self.position]
+            if not block:
+                break
+            parts.append(block)
+            self.position += len(block)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+
 _STORE_FAILURES = {"ClientError", "BotoCoreError", "HTTPClientError", "ClientConnectorError", "FSTimeoutError",
                    "ServerTimeoutError", "TimeoutError", "ConnectionError", "ReadTimeoutError"}
 
@@ -301,11 +356,13 @@ def _class_names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
-def plane_info(path: str, storage_options: Mapping[str, Any] | None = None) -> tuple[tuple[int, int], np.dtype]:
+def plane_info(path: str, storage_options: Mapping[str, Any] | None = None, *,
+               size: int | None = None) -> tuple[tuple[int, int], np.dtype]:
     """((Y, X), dtype) of a plane from the TIFF header or the array metadata (pixels are read otherwise).
 
     Missing, empty, truncated and corrupt files raise :class:`PlateReadError` naming the file. At a URL a
-    TIFF header costs its size and one or two ranged reads (:data:`REMOTE_HEADER_BLOCK` bytes), not the file.
+    TIFF header costs one ranged read (:data:`REMOTE_HEADER_BLOCK` bytes; more when the header lies
+    further in), plus one request for the file's size unless ``size`` gives it; never the whole file.
     """
     ref = parse_plane_ref(path)
     if ref is not None:
@@ -313,7 +370,7 @@ def plane_info(path: str, storage_options: Mapping[str, Any] | None = None) -> t
         return (int(array.shape[-2]), int(array.shape[-1])), np.dtype(array.dtype)
     if location.is_url(path):
         if path.lower().endswith(TIFF_SUFFIXES):
-            return _remote_tiff_info(path, storage_options)
+            return _remote_tiff_info(path, storage_options, size)
         data = read_plane(path, storage_options=storage_options)
         return (int(data.shape[0]), int(data.shape[1])), data.dtype
     if path.lower().endswith(TIFF_SUFFIXES):

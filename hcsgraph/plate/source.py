@@ -49,6 +49,7 @@ class PlateSource:
         self.storage_options = location.storage_options(storage_options)
         self._scan: FileScan | None = None
         self._listing: dict[str, int] | None = None
+        self._read: dict[str, bytes | None] = {}  # URLs: documents already fetched (each is read once)
 
     def __repr__(self) -> str:
         return f"PlateSource({self.root!r})"
@@ -81,6 +82,12 @@ class PlateSource:
         if self._listing is None:
             self._listing = location.find(self.root, self.storage_options) if self.remote else {}
         return self._listing
+
+    def sizes(self) -> dict[str, int]:
+        """URLs: ``{full URL: size}`` of every file the folder's listing gave, if it was listed (no request)."""
+        if not self.remote or self._listing is None:
+            return {}
+        return {self.join(rel): size for rel, size in self._listing.items()}
 
     def scan(self) -> FileScan:
         """The folder's plate files and the problems met listing them (computed once)."""
@@ -136,7 +143,8 @@ class PlateSource:
         return location.read_bytes(full, self.storage_options)
 
     def read_optional(self, rels: Iterable[str]) -> dict[str, bytes | None]:
-        """``{rel: bytes, or None when there is no such file}``; URLs: concurrent requests."""
+        """``{rel: bytes, or None when there is no such file}``; URLs: concurrent requests, each file once
+        per source (a layout's metadata documents are small)."""
         rels = list(dict.fromkeys(rels))
         if not self.remote:
             out: dict[str, bytes | None] = {}
@@ -148,11 +156,12 @@ class PlateSource:
                 else:
                     out[rel] = None
             return out
-        if not rels:
-            return {}
-        urls = {self.join(rel): rel for rel in rels}
-        found = location.read_many(list(urls), self.storage_options)
-        return {rel: found.get(url) for url, rel in urls.items()}
+        wanted = [rel for rel in rels if rel not in self._read]
+        if wanted:
+            urls = {self.join(rel): rel for rel in wanted}
+            found = location.read_many(list(urls), self.storage_options)
+            self._read.update({rel: found.get(url) for url, rel in urls.items()})
+        return {rel: self._read[rel] for rel in rels}
 
     def kind(self) -> str | None:
         """``"directory"``, ``"file"`` or None (nothing there)."""

@@ -30,11 +30,11 @@ def test_two_runs_at_once_get_one_plate_each_named_by_pipeline_and_output(page_c
     assert runs[fused.result_key.rpartition("-")[2]]["label"] == f"cell-count → {fused.output}"
     assert runs[unfused.result_key.rpartition("-")[2]]["label"] == f"per-step → {unfused.output}"
 
-    def wells(dask_scheduler, token=fused.result_key.rpartition("-")[2]):
+    def wells(dask_scheduler, token):
         run = dask_scheduler.plugins["hcsgraph-plate"].runs[token]
         return {w.well: (w.planes, w.error, sorted(w.values)) for w in run.wells.values()}
 
-    shown = page_client.run_on_scheduler(wells)
+    shown = page_client.run_on_scheduler(wells, token=fused.result_key.rpartition("-")[2])
     assert shown["A01"][0] == "1 / 1" and "cell_counts.cell_count (sum)" in shown["A01"][2]
     assert shown["B02"][0] == "0 / 1" and failing_plate.bad_file in shown["B02"][1]
     assert "PlateReadError" in shown["B02"][1]

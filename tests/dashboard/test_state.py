@@ -67,6 +67,7 @@ def test_a_failure_result_or_an_error_fails_the_well_and_keeps_it_failed():
     run.transition(a[0], states[a[0]], "memory", {"typename": "hcsgraph.pipeline.tasks.Failure"})
     run.transition(a[1], states[a[1]], "memory", {})
     assert run.wells["A01"].state == "failed" and "load→count_cells" in run.wells["A01"].error
+    assert run.wells["A01"].planes == "0 / 2"  # a failed write wrote nothing
     run.transition(b[0], states[b[0]], "erred", {"exception_text": "ValueError: bad pixels"})
     assert run.wells["A02"].state == "failed" and run.wells["A02"].error == "load: ValueError: bad pixels"
 

@@ -46,7 +46,7 @@ def test_common_operations(tmp_path):
 
     # Backend registry
     backends = storage_registry.get_available_backends()
-    assert set(backends) == {"memory", "disk", "zarr"}
+    assert set(backends) == {"memory", "disk", "zarr", "fsspec"}
     disk_backend = storage_registry.get_backend("disk")
     memory_backend = storage_registry.get_backend("memory")
     zarr_backend = storage_registry.get_backend("zarr")

@@ -81,3 +81,43 @@ def test_bad_arguments(tmp_path):
     make_plate(tmp_path / "z", wells=["A01"], sites=1, channels=1, size=32)
     with pytest.raises(FileExistsError, match="not empty"):
         make_plate(tmp_path / "z", wells=["A01"], sites=1, channels=1, size=32)
+
+
+def test_touching_pairs_and_known_intensity_truth(tmp_path):
+    from hcsgraph.plate.synthetic import GROUND_TRUTH_OBJECTS_CSV, PAIR_OVERLAP
+
+    plate = make_plate(tmp_path / "obj", n_wells=2, sites=2, channels=3, size=(192, 192), seed=5, touching=0.4,
+                       known_intensity=True)
+    objects = plate.objects
+    pd.testing.assert_frame_equal(pd.read_csv(plate.path / GROUND_TRUTH_OBJECTS_CSV), objects, check_dtype=False)
+    assert list(objects.columns) == ["well", "site", "nucleus", "pair", "y", "x", "radius_y", "radius_x", "angle",
+                                     "z", "area", "DAPI_mean", "GFP_mean", "RFP_mean"]
+    per_site = objects.groupby(["well", "site"]).size().rename("count").reset_index()
+    pd.testing.assert_frame_equal(per_site, plate.counts())
+    paired = objects[objects["pair"] >= 0]
+    assert 0.3 <= len(paired) / len(objects) <= 0.5
+    for _, two in paired.groupby(["well", "site", "pair"]):
+        a, b = two.iloc[0], two.iloc[1]
+        assert np.hypot(a.y - b.y, a.x - b.x) == pytest.approx((1 - PAIR_OVERLAP) * (a.radius_y + b.radius_y))
+        assert a.radius_y == a.radius_x  # pairs are round
+        assert b.GFP_mean == pytest.approx(a.GFP_mean, rel=0.2)  # partners' levels within 15% (+ background)
+    # the channels after the first are flat per nucleus: a disk well inside a single nucleus has its mean
+    images = plate.ground_truth
+    gfp = read_plane(images[(images.well == "A01") & (images.site == 1) & (images.channel == 2)]["path"].iloc[0])
+    yy, xx = np.mgrid[: gfp.shape[0], : gfp.shape[1]]
+    singles = objects[(objects.well == "A01") & (objects.site == 1) & (objects.pair < 0)]
+    for row in singles.itertuples():
+        inside = np.hypot(yy - row.y, xx - row.x) < 0.6 * row.radius_x
+        assert gfp[inside].mean() == pytest.approx(row.GFP_mean, rel=0.03)
+    assert objects["GFP_mean"].std() > 0.2 * objects["GFP_mean"].mean()  # levels vary between nuclei
+
+
+def test_object_options_leave_default_plates_alone(tmp_path):
+    plain = make_plate(tmp_path / "a", wells=["A01"], sites=1, channels=2, size=64, seed=9)
+    assert plain.objects is None and not (plain.path / "ground_truth_objects.csv").exists()
+    with_truth = make_plate(tmp_path / "b", wells=["A01"], sites=1, channels=2, size=64, seed=9, known_intensity=True)
+    # the same nuclei (the noise differs: the levels are drawn from the same generator); one truth row each
+    assert with_truth.ground_truth["count"].tolist() == plain.ground_truth["count"].tolist()
+    assert len(with_truth.objects) == plain.ground_truth["count"][0]
+    with pytest.raises(ValueError, match="touching"):
+        make_plate(tmp_path / "c", wells=["A01"], touching=1.5)

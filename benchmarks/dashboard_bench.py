@@ -1,0 +1,158 @@
+"""What the plate page costs the scheduler: its CPU time over a 384-well run, with and without the page.
+
+The scheduler runs in its own process (``dask scheduler`` on 127.0.0.1, two ``dask worker``
+processes of one thread), so its CPU time is its own: ``psutil``'s user + system time of that
+process from submitting the graph to the result. "with" starts the scheduler with ``--preload
+hcsgraph.dashboard`` and keeps the page open in headless Chromium during the run (when Chromium
+is installed; else the plugin alone); "without" is a plain scheduler. Each mode gets fresh
+processes; the modes take turns, and each row is the best of its runs. The plate is 384 wells of
+one 32×32 image, so the run is almost all scheduling: the worst case for the page's share.
+
+    .venv/bin/python -m benchmarks.dashboard_bench [--repeat 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+WELLS = 384
+
+
+@contextlib.contextmanager
+def cluster(workdir: Path, page: bool, workers: int = 2) -> Iterator[tuple[Any, psutil.Process]]:
+    """A scheduler process (with the plate page when ``page``) and ``workers`` worker processes."""
+    from distributed import Client
+
+    scheduler_file = workdir / f"scheduler-{time.monotonic_ns()}.json"
+    python = [sys.executable, "-m"]
+    scheduler_args = [*python, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                      "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)]
+    if page:
+        scheduler_args += ["--preload", "hcsgraph.dashboard"]
+    worker_args = [*python, "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+                   "--host", "127.0.0.1", "--nworkers", str(workers), "--nthreads", "1",
+                   "--memory-limit", "1GiB", "--no-dashboard"]
+    processes = [subprocess.Popen(scheduler_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)]
+    try:
+        _wait_for(scheduler_file)
+        processes.append(subprocess.Popen(worker_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+            client.wait_for_workers(workers, timeout=120)
+            yield client, psutil.Process(processes[0].pid)
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def measure(client: Any, scheduler: psutil.Process, plate_path: str, output: Path, page: bool) -> dict[str, Any]:
+    """Compile (not counted) and run the cell-count pipeline; the scheduler's CPU seconds over the run."""
+    from hcsgraph.demo import cell_count_pipeline
+
+    graph = cell_count_pipeline().compile(plate_path, output, overwrite=True)
+    with _page_open(client) if page else contextlib.nullcontext(False) as viewing:
+        before, start = _cpu(scheduler), time.perf_counter()
+        result = client.compute(graph).result()
+        cpu, wall = _cpu(scheduler) - before, time.perf_counter() - start
+    if not result.ok:
+        raise RuntimeError(f"the benchmark run failed: {result.failures[:2]}")
+    return {"page": page, "browser": bool(viewing), "tasks": len(graph), "scheduler_cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 3), "scheduler_cpu_ms_per_task": round(1000 * cpu / len(graph), 4)}
+
+
+def run(workdir: Path, repeat: int = 2, log: Any = print) -> dict[str, Any]:
+    """Both modes, taking turns ``repeat`` times; the best scheduler CPU of each and their ratio."""
+    from hcsgraph.plate.synthetic import make_plate
+
+    plate = make_plate(workdir / "plate384", n_wells=WELLS, plate_format=384, sites=1, channels=1,
+                       size=(32, 32), seed=0)
+    rows: list[dict[str, Any]] = []
+    for i in range(repeat):
+        for page in (False, True):
+            with cluster(workdir, page) as (client, scheduler):
+                measure(client, scheduler, plate.path, workdir / "warm", page)  # imports, first-run costs
+                row = measure(client, scheduler, plate.path, workdir / "out", page)
+            rows.append({"round": i + 1, **row})
+            log(f"  round {i + 1} {'with   ' if page else 'without'} page: scheduler {row['scheduler_cpu_s']:.2f} s "
+                f"CPU for {row['tasks']} tasks ({row['wall_s']:.2f} s wall){' [page open]' if row['browser'] else ''}")
+    best = {page: min(r["scheduler_cpu_s"] for r in rows if r["page"] is page) for page in (False, True)}
+    ratio = best[True] / best[False] if best[False] else float("nan")
+    log(f"  scheduler CPU with / without the plate page: {ratio:.3f}x ({best[True]:.2f} s / {best[False]:.2f} s)")
+    return {"wells": WELLS, "rows": rows, "best_cpu_s": {"without": best[False], "with": best[True]},
+            "ratio": round(ratio, 4)}
+
+
+@contextlib.contextmanager
+def _page_open(client: Any) -> Iterator[bool]:
+    """The plate page open in headless Chromium for the duration (False when there is no Chromium)."""
+    from hcsgraph.dashboard import plate_page_link
+    from hcsgraph.dashboard.browser import Browser, find_chromium
+
+    if find_chromium() is None:
+        yield False
+        return
+    with Browser(width=1200, height=800) as browser:
+        browser.open(plate_page_link(client))
+        browser.wait_for("window.Bokeh !== undefined && Bokeh.documents.length > 0")
+        yield True
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler wrote no {path.name} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process this benchmark started, and its children (its own session)."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hcsgraph-dashboard-bench-"))
+    try:
+        figures = run(workdir, args.repeat)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
