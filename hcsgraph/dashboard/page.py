@@ -3,8 +3,8 @@
 One circle per well position of the plate's physical grid, coloured by state (or, once wells
 complete, by a per-well value of the run's special outputs, with a colour bar), a hover with the
 well, planes done / total, seconds, workers and the failure's message, and a run selector when
-several runs are on the scheduler. Each session checks the plugin twice a second and sends only
-the wells that changed.
+several runs are on the scheduler. Each session checks the plugin once a second and sends only
+what changed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ COLORS = {WAITING: "#d9d9d9", RUNNING: "#f2a93b", DONE: "#2ca25f", FAILED: "#d73
           "empty": "#ffffff"}
 NO_VALUE = "#f0f0f0"
 STATE = "state"
-REFRESH_MS = 500
+REFRESH_MS = 1000
 FULL_UPDATE = 200
 """Above this many changed wells a session resends the whole table instead of patching it."""
 SOURCE_NAME = "plate-wells"
@@ -81,6 +81,7 @@ class PlatePage:
         self.metric = STATE
         self.seen = -1
         self.rows: dict[str, int] = {}
+        self.shown: dict[str, dict[str, Any]] = {}
         self.source = ColumnDataSource({c: [] for c in COLUMNS}, name=SOURCE_NAME)
         self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
         self.run_select = Select(title="Run", options=[], width=420, name="run-select")
@@ -144,20 +145,25 @@ class PlatePage:
         metrics = [STATE, *run.metrics]
         if metrics != self.metric_select.options:
             self.metric_select.options = metrics
-        self._scale(run)
-        if full or len(changed) > FULL_UPDATE or (changed and self.metric != STATE):
-            self.source.data = self._table(run)  # a value can move the colour scale of every well
+        moved = self._scale(run)
+        if full or len(changed) > FULL_UPDATE or (changed and moved):
+            self.source.data = self._table(run)  # a new range recolours every well
         elif changed:
-            self.source.patch(self._patches(changed))
+            patches = self._patches(changed)
+            if patches:
+                self.source.patch(patches)
         self.summary.text = _summary(run)
 
     def _patches(self, wells: list[WellState]) -> dict[str, list[tuple[int, Any]]]:
-        patches: dict[str, list[tuple[int, Any]]] = {c: [] for c in COLUMNS if c not in ("well", "x", "y")}
+        """Only the cells that differ from what the browser has (serialising them is the page's main cost)."""
+        patches: dict[str, list[tuple[int, Any]]] = {}
         for well in wells:
-            index = self.rows[well.well]
-            for name, value in self._row(well).items():
-                if name in patches:
-                    patches[name].append((index, value))
+            index, row = self.rows[well.well], self._row(well)
+            before = self.shown.get(well.well, {})
+            for name, value in row.items():
+                if before.get(name) != value:
+                    patches.setdefault(name, []).append((index, value))
+            self.shown[well.well] = row
         return patches
 
     # -- the user ------------------------------------------------------------------------
@@ -207,15 +213,20 @@ class PlatePage:
             axis.major_label_text_font_size = f"{max(7, min(12, cell // 3))}pt"
         self.wells.glyph.size = cell * 0.82
 
-    def _scale(self, run: PlateRun) -> None:
+    def _scale(self, run: PlateRun) -> bool:
+        """Fit the colour bar to the chosen value's range; True when the range moved."""
         values = [w.values[self.metric] for w in run.wells.values() if self.metric in w.values]
         if self.metric == STATE or not values:
             self.bar_visible(False)
-            return
+            return False
         low, high = min(values), max(values)
-        self.mapper.update(low=low, high=high if high > low else low + 1)
+        high = high if high > low else low + 1
+        moved = (self.mapper.low, self.mapper.high) != (low, high)
+        if moved:
+            self.mapper.update(low=low, high=high)
         self.bar.title = self.metric
         self.bar_visible(True)
+        return moved
 
     def bar_visible(self, visible: bool) -> None:
         if self.bar.visible != visible:
@@ -224,7 +235,7 @@ class PlatePage:
     def _table(self, run: PlateRun) -> dict[str, list[Any]]:
         letters, n_cols = run.grid
         data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        self.rows = {}
+        self.rows, self.shown = {}, {}
         for r, letter in enumerate(letters, start=1):
             for c in range(1, n_cols + 1):
                 name = f"{letter}{c:02d}"
@@ -233,6 +244,7 @@ class PlatePage:
                 entry.update(well=name, x=c, y=r)
                 if well is not None:
                     self.rows[name] = len(data["well"])
+                    self.shown[name] = entry
                 for key in COLUMNS:
                     data[key].append(entry[key])
         return data

@@ -24,6 +24,7 @@ import numpy as np
 from zarr.core.group import GroupMetadata
 
 from hcsgraph.config import ZarrConfig
+from hcsgraph.io import location
 from hcsgraph.io.chunking import plan_chunks
 from hcsgraph.io.omezarr import (
     _array_metadata,
@@ -62,18 +63,18 @@ def create_labels(
     n_levels: int = 1,
     pixel_size_um: float | None = None,
     z_spacing_um: float | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Add empty label images to every field of an existing plate, before any pixels.
 
     ``labels``: name → (TCZYX shape, integer dtype). Fields keep their image; existing label
-    images of the same names are replaced.
+    images of the same names are replaced. ``path`` may be a URL (``storage_options``: fsspec's).
     """
     config = zarr_config or ZarrConfig()
     version = config.ome_zarr_version
     fmt = config.zarr_format
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no OME-Zarr plate to add labels to")
+    if not location.isdir(os.fspath(path), storage_options):
+        raise FileNotFoundError(f"{location.redact(os.fspath(path))}: no OME-Zarr plate to add labels to")
     for name, (_, dtype) in labels.items():
         if np.dtype(dtype).kind not in "iu":
             raise ValueError(f"label image {name!r}: dtype {np.dtype(dtype)} is not an integer type")
@@ -104,7 +105,15 @@ def create_labels(
                 documents[f"{base}/{label_path(name)}"] = group_doc
                 for level, doc in enumerate(level_docs):
                     documents[f"{base}/{label_path(name)}/{level}"] = doc
-    _write_documents(root, documents)
+    if location.is_url(os.fspath(path)):
+        url = os.fspath(path).rstrip("/")
+        fs, base_path = location.filesystem(url, storage_options)
+        files = {f"{base_path.rstrip('/')}/{key}/{name}": data
+                 for key, docs in documents.items() for name, data in docs.items()}
+        location.call("cannot write the label images' metadata", url, fs.pipe, files,
+                      storage_options=storage_options)
+        return
+    _write_documents(Path(path), documents)
 
 
 __all__ = ["LABELS_GROUP", "create_labels", "label_path", "smallest_label_dtype"]

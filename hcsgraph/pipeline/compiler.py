@@ -36,6 +36,7 @@ from dask.base import tokenize
 from dask.task_spec import List, Task, TaskRef
 
 from hcsgraph.config import Backend, GlobalPipelineConfig, MemoryType, OnError, coerce_enum, resolve
+from hcsgraph.io import location as loc
 from hcsgraph.pipeline import guard
 from hcsgraph.pipeline import tasks as T
 from hcsgraph.pipeline.contracts import get_special_inputs, get_special_outputs
@@ -109,9 +110,10 @@ def compile_pipeline(
     overwrite: bool | None = None,
     resume: bool = False,
     on_error: str | OnError | None = None,
+    storage_options: Any = None,
 ) -> PipelineGraph:
     """See :meth:`Pipeline.compile`."""
-    return _Compile(pipeline, plate, output, config, overwrite, resume, on_error).build()
+    return _Compile(pipeline, plate, output, config, overwrite, resume, on_error, storage_options).build()
 
 
 class _Compile:
@@ -119,21 +121,21 @@ class _Compile:
 
     def __init__(self, pipeline: Pipeline, plate: Any, output: str | PathLike[str],
                  config: GlobalPipelineConfig | None, overwrite: bool | None, resume: bool,
-                 on_error: str | OnError | None) -> None:
+                 on_error: str | OnError | None, storage_options: Any = None) -> None:
         self.pipeline = pipeline
         self.cfg = resolve(pipeline.config, config, default=GlobalPipelineConfig())
         self.overwrite = bool(resolve(overwrite, self.cfg.overwrite))
         self.resume = bool(resume)
         self.policy = coerce_enum(OnError, resolve(on_error, self.cfg.on_error), "on_error")
-        self.index = _as_plate(plate)
+        self.index = _as_plate(plate, storage_options)
         if len(self.index.table) == 0:
             raise PipelineCompileError(f"plate {getattr(self.index, 'root', plate)!s} has no images")
         self.planes = plane_table(self.index.table)
         self.run_id = uuid.uuid4().hex
-        root = os.path.abspath(os.fspath(output))
+        root, self.options = _output_location(output, storage_options, self.index)
         guard.check_separate(getattr(self.index, "root", None), root)
         self.layout = OutputLayout(root, self.cfg.vfs.materialization_backend, n_levels=self.cfg.zarr.pyramid_levels,
-                                   chunk_strategy=self.cfg.zarr.chunk_strategy)
+                                   chunk_strategy=self.cfg.zarr.chunk_strategy, options=self.options)
         plane_list = "\n".join(f"{p}\t{path}" for p, path in sorted(self.planes.items()))
         self.plate_digest = tokenize(plane_list)
         self.token = tokenize(pipeline.spec(), self.plate_digest, root, repr(self.cfg), self.policy.value,
@@ -196,6 +198,8 @@ class _Compile:
         planned = self._planned_intermediate_bytes()
         self.planned_bytes = planned
         self.scratch_backend = _scratch_backend(self.cfg, planned, bool(self.plans))
+        if self.scratch_backend == "zarr" and loc.is_url(self.layout.root):
+            self.scratch_backend = "disk"  # .npy objects through fsspec: the zarr store is local-only
 
     def _resolve_groups(self, plan: StepPlan) -> dict[tuple[Any, ...], ResolvedChain | None]:
         """Resolve the step's chain for every group it will see (dict steps differ per group)."""
@@ -345,7 +349,8 @@ class _Compile:
             key = (f"load-{self.token}", *gkey)
             paths = tuple(self.planes[p] for p in members)
             ctx = self._ctx("load", well, group_label(load_fixed, gkey), files=paths)
-            self.tasks[key] = Task(key, T.load_group, ctx, paths, self.in_dtype.str, self.yx)
+            self.tasks[key] = Task(key, T.load_group, ctx, paths, self.in_dtype.str, self.yx,
+                                   getattr(self.index, "storage_options", None))
             for i, p in enumerate(members):
                 self.location[p] = Location(key, i, MemoryType.NUMPY, len(members))
         self.loaded = dict(self.location)
@@ -396,6 +401,7 @@ class _Compile:
             oom_recovery=self.cfg.gpu.oom_recovery,
             scratch_path=scratch,
             cast_dtype=str(plan.dtype) if cast else None,
+            storage_options=self.options if scratch else None,
         )
         key = (f"{key_name(plan.name)}-{self.token}", *gkey)
         self.tasks[key] = Task(key, T.run_step, ctx, call, TaskRef(source), *special_refs)
@@ -438,18 +444,18 @@ class _Compile:
     def _input_for(self, plan: StepPlan, gkey: tuple[Any, ...], members: list[PlaneId], chain: ResolvedChain,
                    ctx: T.GroupContext) -> Any:
         """The key feeding a step's group: the upstream task itself, a conversion, or a regroup."""
-        locs = [self.location[p] for p in members]
-        first = locs[0]
-        direct = (all(loc.key == first.key for loc in locs) and [loc.index for loc in locs] == list(range(len(locs)))
-                  and first.group_size == len(locs))
+        places = [self.location[p] for p in members]
+        first = places[0]
+        direct = (all(at.key == first.key for at in places) and [at.index for at in places] == list(range(len(places)))
+                  and first.group_size == len(places))
         if direct:
             return self._convert(first.key, first.memory_type, chain.input_type, ctx)
         sources: list[Any] = []
         picks = []
-        for loc in locs:
-            if loc.key not in sources:
-                sources.append(loc.key)
-            picks.append((sources.index(loc.key), loc.index))
+        for at in places:
+            if at.key not in sources:
+                sources.append(at.key)
+            picks.append((sources.index(at.key), at.index))
         key = (f"regroup_{key_name(plan.name)}-{self.token}", *gkey)
         self.tasks[key] = Task(key, T.regroup_task, ctx, List(*[TaskRef(k) for k in sources]), tuple(picks),
                                chain.input_type)
@@ -474,7 +480,7 @@ class _Compile:
             mkey = (f"save_{key_name(name)}-{self.token}", *step_key[1:])
             path = self.layout.special_path(name, label)
             self.tasks[mkey] = Task(mkey, T.materialize_special, ctx, TaskRef(key),
-                                    T.Materialize(materializer, path, self.guard))
+                                    T.Materialize(materializer, path, self.guard, self.options))
             self.materialized[ctx.well].append((name, mkey))
 
     def _label_dtype(self, plan: StepPlan) -> np.dtype:
@@ -498,8 +504,8 @@ class _Compile:
             labels = self.plans[-1].labels if self.plans else False
         self.out_dtype = dtype
         by_key: dict[Any, list[PlaneId]] = defaultdict(list)
-        for p, loc in sorted(source.items(), key=lambda kv: (str(kv[1].key), kv[1].index)):
-            by_key[loc.key].append(p)
+        for p, at in sorted(source.items(), key=lambda kv: (str(kv[1].key), kv[1].index)):
+            by_key[at.key].append(p)
         for key, members in by_key.items():
             ctx = self._ctx("write", members[0][0], members[0][0])
             self.layout.request(key, members, source[members[0]].memory_type, ctx, dtype, labels=labels,
@@ -508,7 +514,7 @@ class _Compile:
     def emit_writes_and_stores(self, state: OutputState) -> None:
         """Write tasks, one per chunk owner's set of groups; the stores' metadata in a thread meanwhile."""
         if not self.layout.inline_zarr:
-            os.makedirs(self.layout.root, exist_ok=True)
+            loc.makedirs(self.layout.root, self.options)
         layouts = list(self.layout.all_layouts())
         for target in layouts:
             target.plan(self.index)
@@ -527,7 +533,8 @@ class _Compile:
         picks = tuple((i, j) for i, r in enumerate(unit) for j in range(len(r.members)))
         spec = T.WriteSpec(layout.backend.value, layout.image_store, targets, str(first.dtype), layout.n_levels,
                            picks=picks, downsample="nearest" if layout.labels else "mean", guard=self.guard,
-                           image=layout.image_path, label_image=layout.label is not None)
+                           image=layout.image_path, label_image=layout.label is not None,
+                           storage_options=self.options)
         if len(unit) == 1:
             key = (f"{first.name}-{self.token}", *first.source_key[1:])
         else:
@@ -552,6 +559,7 @@ class _Compile:
                 self._ctx("finalize_well", well, ""),
                 self.layout.marker_path(well),
                 self.guard,
+                self.options,
                 List(*[TaskRef(k) for k in self.receipts.get(well, [])]),
                 List(*[List(name, label, TaskRef(k)) for name, label, k in self.specials.get(well, [])]),
                 List(*[List(name, TaskRef(k)) for name, k in self.materialized.get(well, [])]),
@@ -576,8 +584,7 @@ class _Compile:
             fingerprint=self.fingerprint,
             resume=self.resume,
             notes=tuple(self.notes),
-            zarr_stores=tuple(lay.image_store for lay in self.layout.all_layouts()
-                              if lay.requests and lay.backend.value == "zarr"),
+            storage_options=self.options,
         )
         self.tasks[self.run_key] = Task(self.run_key, finalize_run, self.spec,
                                         List(*[TaskRef(k) for k in well_keys]))
@@ -622,12 +629,26 @@ def _without_scratch(task: Task) -> Task:
 # helpers of the stages
 
 
-def _as_plate(plate: Any) -> PlateIndex:
+def _as_plate(plate: Any, storage_options: Any = None) -> PlateIndex:
     from hcsgraph.plate import PlateIndex, open_plate
 
     if isinstance(plate, PlateIndex):
         return plate
+    if storage_options is not None and loc.is_url(plate):
+        return open_plate(plate, storage_options=storage_options)
     return open_plate(plate)
+
+
+def _output_location(output: Any, storage_options: Any, index: Any) -> tuple[str, Any]:
+    """The output's absolute path or URL, and its storage options (the plate's on the same protocol)."""
+    root, from_url = loc.split_credentials(loc.absolute(os.fspath(output)))
+    options = dict(storage_options or {})
+    if storage_options is None and loc.is_url(root):
+        plate_root = str(getattr(index, "root", ""))
+        if loc.is_url(plate_root) and loc.protocol(plate_root) == loc.protocol(root):
+            options = dict(getattr(index, "storage_options", None) or {})
+    options.update(from_url)
+    return root, loc.storage_options(options) if options else None
 
 
 def _cluster_gpu_workers() -> int | None:

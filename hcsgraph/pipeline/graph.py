@@ -42,7 +42,7 @@ class RunSpec:
     fingerprint: dict[str, Any] | None = None
     resume: bool = False
     notes: tuple[str, ...] = ()
-    zarr_stores: tuple[str, ...] = ()
+    storage_options: Any = None
     partitioned_tables: tuple[str, ...] = ()
 
 

@@ -11,13 +11,13 @@ run before it writes, and the run's last task releases the lock.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
+from hcsgraph.io import location as loc
 from hcsgraph.pipeline.errors import PipelineCompileError
 
 
@@ -31,9 +31,8 @@ class StaleRunError(RuntimeError):
 
 def lock_path(output: str) -> str:
     """The lock file of an output: beside it, so that replacing the output never removes it."""
-    output = os.path.abspath(output.rstrip("/") or "/")
-    parent, name = os.path.split(output)
-    return os.path.join(parent, f".{name}.hcsgraph-lock")
+    parent, name = loc.split(loc.absolute(str(output).rstrip("/") or "/"))
+    return loc.join(parent, f".{name}.hcsgraph-lock")
 
 
 def _holder_alive(holder: dict[str, Any]) -> bool:
@@ -50,15 +49,15 @@ def _holder_alive(holder: dict[str, Any]) -> bool:
     return True
 
 
-def read_lock(path: str) -> dict[str, Any] | None:
+def read_lock(path: str, options: Any = None) -> dict[str, Any] | None:
     """The lock's content, or None when there is no lock."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        data = loc.read_json(path, options)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -66,40 +65,31 @@ def _describe(holder: dict[str, Any]) -> str:
             f"on {holder.get('host', '?')}, since {holder.get('started', '?')})")
 
 
-def acquire(output: str, run_id: str, pipeline: str) -> str:
+def acquire(output: str, run_id: str, pipeline: str, options: Any = None) -> str:
     """Take the output's lock for ``run_id``; returns the lock path. Raises :class:`OutputLockedError`."""
     path = lock_path(output)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not loc.is_url(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     record = {"run_id": run_id, "pipeline": pipeline, "host": socket.gethostname(), "pid": os.getpid(),
               "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "output": output}
     payload = json.dumps(record, indent=2).encode()
     for _ in range(3):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            loc.write_bytes_exclusive(path, payload, options)
         except FileExistsError:
-            holder = read_lock(path)
+            holder = read_lock(path, options)
             if holder is None:
                 continue  # released meanwhile
             mine = holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()
             if holder and _holder_alive(holder) and not mine:
                 raise OutputLockedError(
-                    f"output {output} is in use by {_describe(holder)}; wait for it to finish, or remove "
-                    f"{path} if that run is gone"
+                    f"output {loc.redact(output)} is in use by {_describe(holder)}; wait for it to finish, or "
+                    f"remove {loc.redact(path)} if that run is gone"
                 ) from None
-            _replace_lock(path, payload)  # stale, or this process's earlier compile
+            loc.write_bytes_atomic(path, payload, options)  # stale, or this process's earlier compile
             return path
-        try:
-            os.write(fd, payload)
-        finally:
-            os.close(fd)
         return path
-    raise OutputLockedError(f"output {output}: could not take the lock {path}")
-
-
-def _replace_lock(path: str, payload: bytes) -> None:
-    from hcsgraph.io.atomic import write_bytes_atomic
-
-    write_bytes_atomic(path, payload)
+    raise OutputLockedError(f"output {loc.redact(output)}: could not take the lock {loc.redact(path)}")
 
 
 @dataclass(frozen=True)
@@ -108,10 +98,11 @@ class RunGuard:
 
     lock: str
     run_id: str
+    options: Any = None
 
     def check(self) -> None:
         """Raise :class:`StaleRunError` unless the output's lock names this run."""
-        holder = read_lock(self.lock)
+        holder = read_lock(self.lock, self.options)
         current = None if holder is None else holder.get("run_id")
         if current != self.run_id:
             other = "no run" if holder is None else _describe(holder)
@@ -122,21 +113,21 @@ class RunGuard:
 
     def release(self) -> None:
         """Remove the lock if it is still this run's."""
-        holder = read_lock(self.lock)
+        holder = read_lock(self.lock, self.options)
         if holder is not None and holder.get("run_id") == self.run_id:
-            try:
-                os.remove(self.lock)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            loc.remove(self.lock, self.options, missing_ok=True)
 
 
 def check_separate(plate_root: str | None, output: str) -> None:
     """Refuse an output that is the input plate, contains it or lies inside it."""
-    if not plate_root or "://" in str(plate_root):
+    if not plate_root:
         return
-    plate = os.path.realpath(plate_root)
-    out = os.path.realpath(output)
+    if loc.is_url(plate_root) != loc.is_url(output):
+        return  # one on an object store, one local: they cannot overlap
+    if loc.is_url(plate_root):
+        plate, out = loc.normalize_url(str(plate_root)).rstrip("/"), loc.normalize_url(str(output)).rstrip("/")
+    else:
+        plate, out = os.path.realpath(plate_root), os.path.realpath(output)
     if out == plate:
         raise PipelineCompileError(f"output {output} is the input plate {plate_root}: choose another output")
     if _inside(out, plate):
@@ -152,7 +143,7 @@ def check_separate(plate_root: str | None, output: str) -> None:
 
 
 def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
+    return loc.is_within(path, folder) and path != folder
 
 
 __all__ = ["OutputLockedError", "RunGuard", "StaleRunError", "acquire", "check_separate", "lock_path", "read_lock"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hcsgraph.config import GlobalPipelineConfig, MaterializationBackend, MemoryType, ZarrChunkStrategy
+from hcsgraph.io import location as loc
 from hcsgraph.pipeline import tasks as T
 from hcsgraph.pipeline.errors import PipelineCompileError
 from hcsgraph.pipeline.planes import PlaneId, well_sort_key
@@ -58,8 +59,11 @@ class OutputLayout:
 
     def __init__(self, root: str, backend: MaterializationBackend, n_levels: int = 1,
                  chunk_strategy: ZarrChunkStrategy | str = ZarrChunkStrategy.ADAPTIVE,
-                 label: str | None = None, parent: OutputLayout | None = None) -> None:
+                 label: str | None = None, parent: OutputLayout | None = None,
+                 options: Any = None) -> None:
         self.root = root
+        self.options = options
+        """fsspec storage options of the output (None: local, or fsspec's defaults)."""
         self.backend = MaterializationBackend(backend)
         self.n_levels = n_levels
         self.chunk_strategy = ZarrChunkStrategy(chunk_strategy)
@@ -86,41 +90,42 @@ class OutputLayout:
         if self.parent is not None:
             if self.backend is MaterializationBackend.ZARR:
                 return self.parent.image_store
-            return os.path.join(self.root, "labels", _safe(self.label or "labels"))
+            return loc.join(self.root, "labels", _safe(self.label or "labels"))
         if self.inline_zarr:
             return self.root
         name = ZARR_STORE if self.backend is MaterializationBackend.ZARR else TIFF_DIR
-        return os.path.join(self.root, name)
+        return loc.join(self.root, name)
 
     @property
     def state_dir(self) -> str:
-        return os.path.join(self.root, STATE_DIR)
+        return loc.join(self.root, STATE_DIR)
 
     @property
     def scratch_root(self) -> str:
-        return os.path.join(self.state_dir, "scratch")
+        return loc.join(self.state_dir, "scratch")
 
     @property
     def manifest_path(self) -> str:
-        return os.path.join(self.root, MANIFEST)
+        return loc.join(self.root, MANIFEST)
 
     def marker_path(self, well: str) -> str:
         """The file that says a well is complete."""
-        return os.path.join(self.state_dir, "wells", f"{well}.json")
+        return loc.join(self.state_dir, "wells", f"{well}.json")
 
     def scratch_path(self, step: str, label: str, backend: str) -> str:
         suffix = ".npy" if backend == "disk" else ".zarr"
-        return os.path.join(self.scratch_root, _safe(step), f"{label}{suffix}")
+        return loc.join(self.scratch_root, _safe(step), f"{label}{suffix}")
 
     def special_path(self, name: str, label: str) -> str:
         """Base path (no extension) a materializer writes one group's special output to."""
-        return os.path.join(self.root, _safe(name), label)
+        return loc.join(self.root, _safe(name), label)
 
     def sub_layout(self, sub_dir: str, backend: MaterializationBackend) -> OutputLayout:
         """The layout of a step's own output directory."""
         existing = self.subs.get(sub_dir)
         if existing is None:
-            existing = OutputLayout(os.path.join(self.root, sub_dir), backend, self.n_levels, self.chunk_strategy)
+            existing = OutputLayout(loc.join(self.root, sub_dir), backend, self.n_levels, self.chunk_strategy,
+                                    options=self.options)
             self.subs[sub_dir] = existing
         elif existing.backend is not MaterializationBackend(backend):
             raise PipelineCompileError(f"two steps materialise to {sub_dir!r} with different backends")
@@ -140,7 +145,7 @@ class OutputLayout:
         existing = self.label_layouts.get(name)
         if existing is None:
             existing = OutputLayout(self.root, self.backend, self.n_levels, self.chunk_strategy, label=name,
-                                    parent=self)
+                                    parent=self, options=self.options)
             self.label_layouts[name] = existing
         return existing
 
@@ -152,25 +157,29 @@ class OutputLayout:
     def existing_artifacts(self, pipeline: Pipeline) -> list[str]:
         """Results of an earlier run found in the output directory."""
         if self.inline_zarr:
-            return [n for n in ("zarr.json", ".zattrs", ".zgroup") if os.path.exists(os.path.join(self.root, n))]
+            return [n for n in ("zarr.json", ".zattrs", ".zgroup") if loc.exists(loc.join(self.root, n), self.options)]
         names = [ZARR_STORE, TIFF_DIR, MANIFEST, STATE_DIR, "labels"]
         names += [s.materialize.sub_dir for s in pipeline.steps if s.materialize is not None]
-        return [n for n in names if os.path.lexists(os.path.join(self.root, n))]
+        if loc.is_url(self.root):
+            present = set(loc.listdir(self.root, self.options)) if loc.isdir(self.root, self.options) else set()
+            return [n for n in names if n in present]
+        return [n for n in names if os.path.lexists(loc.join(self.root, n))]
 
     def completed_wells(self) -> set[str]:
         """Wells an earlier run marked complete."""
-        folder = os.path.join(self.state_dir, "wells")
+        folder = loc.join(self.state_dir, "wells")
         done = set()
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if not name.endswith(".json"):
-                    continue
-                try:
-                    with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                        if json.load(fh).get("status") == "complete":
-                            done.add(name[: -len(".json")])
-                except (OSError, ValueError):
-                    continue
+        if not loc.isdir(folder, self.options):
+            return done
+        names = [n for n in loc.listdir(folder, self.options) if n.endswith(".json")]
+        contents = loc.read_many([loc.join(folder, n) for n in names], self.options)
+        for name in names:
+            data = contents.get(loc.join(folder, name))
+            try:
+                if data is not None and json.loads(data).get("status") == "complete":
+                    done.add(name[: -len(".json")])
+            except (ValueError, AttributeError):
+                continue
         return done
 
     # -- planning --------------------------------------------------------------------------
@@ -237,7 +246,7 @@ class OutputLayout:
         well, site, channel, z, t = p
         tiff = None
         if self.backend is MaterializationBackend.DISK:
-            tiff = os.path.join(self.image_store, well, f"{well}_s{site}_w{channel}_z{z}_t{t}.tif")
+            tiff = loc.join(self.image_store, well, f"{well}_s{site}_w{channel}_z{z}_t{t}.tif")
         return T.PlaneTarget(self._fields[site], self._ts[t], self._channels[channel], self._zs[z], tiff)
 
     def create_store(self, index: Any, cfg: GlobalPipelineConfig, resume: bool = False) -> None:
@@ -245,11 +254,11 @@ class OutputLayout:
         if not self.requests:
             return
         if self.backend is MaterializationBackend.DISK:
-            os.makedirs(self.image_store, exist_ok=True)
+            loc.makedirs(self.image_store, self.options)
             return
         if self.parent is not None:
             return  # written with the parent's store
-        if resume and os.path.exists(self.image_store):
+        if resume and loc.exists(self.image_store, self.options):
             return
         from hcsgraph.io.omezarr import create_plate
 
@@ -273,6 +282,7 @@ class OutputLayout:
             zarr_config=cfg.zarr,
             n_levels=self.n_levels,
             overwrite=True,
+            storage_options=self.options,
         )
         labels = {name: lay for name, lay in self.label_layouts.items() if lay.requests}
         if labels:
@@ -287,6 +297,7 @@ class OutputLayout:
                 zarr_config=cfg.zarr,
                 n_levels=self.n_levels,
                 pixel_size_um=getattr(index, "pixel_size_um", None),
+                storage_options=self.options,
             )
 
 

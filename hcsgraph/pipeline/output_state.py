@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
 from dask.base import tokenize
 
+from hcsgraph.io import location as loc
 from hcsgraph.pipeline import guard
 from hcsgraph.pipeline.errors import OutputExistsError, PipelineCompileError
 
@@ -86,18 +86,17 @@ class OutputState:
     # -- the lock --------------------------------------------------------------------------
     def lock(self) -> guard.RunGuard:
         """Take the output's lock for this run."""
-        path = guard.acquire(self.layout.root, self.run_id, self.pipeline.name)
-        self.guard = guard.RunGuard(path, self.run_id)
+        path = guard.acquire(self.layout.root, self.run_id, self.pipeline.name, self.layout.options)
+        self.guard = guard.RunGuard(path, self.run_id, self.layout.options)
         return self.guard
 
     # -- what is there ---------------------------------------------------------------------
     def _earlier_manifest(self) -> dict[str, Any] | None:
         """The earlier run's manifest and start record merged (the start record wins); None if neither."""
         found: dict[str, Any] | None = None
-        for path in (self.layout.manifest_path, os.path.join(self.layout.state_dir, START_RECORD)):
+        for path in (self.layout.manifest_path, loc.join(self.layout.state_dir, START_RECORD)):
             try:
-                with open(path, encoding="utf-8") as fh:
-                    data = json.load(fh)
+                data = loc.read_json(path, self.layout.options)
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict):
@@ -110,14 +109,15 @@ class OutputState:
             tables = [str(t) for t in (earlier.get("special_outputs") or {}).values()]
             for base in [*tables, *map(str, earlier.get("written") or ())]:
                 for name in (base, base[: -len(".csv")] if base.endswith(".csv") else None):
-                    if (name and name not in names and os.sep not in name and name not in ("..", ".")
-                            and os.path.lexists(os.path.join(self.layout.root, name))):
+                    if (name and name not in names and "/" not in name and os.sep not in name
+                            and name not in ("..", ".")
+                            and loc.exists(loc.join(self.layout.root, name), self.layout.options)):
                         names.append(name)
         return names
 
     def _owned(self, earlier: dict[str, Any] | None) -> bool:
         """Whether the output was written by hcsgraph (a manifest or the state folder)."""
-        return earlier is not None or os.path.isdir(self.layout.state_dir)
+        return earlier is not None or loc.isdir(self.layout.state_dir, self.layout.options)
 
     def prepare(self, *, overwrite: bool, resume: bool, fingerprint: dict[str, Any]) -> set[str]:
         """Check the output against overwrite/resume; returns the wells an earlier run completed."""
@@ -154,6 +154,13 @@ class OutputState:
 
     def _move_aside(self, names: list[str]) -> None:
         root = self.layout.root
+        if loc.is_url(root):
+            # an object store has no atomic rename (a "move" copies every object): the earlier
+            # results are deleted here, before the new run's metadata is written
+            targets = [root] if self.layout.inline_zarr else [loc.join(root, n) for n in names]
+            for target in targets:
+                loc.remove(target, self.layout.options, recursive=True, missing_ok=True)
+            return
         if self.layout.inline_zarr:
             parent, name = os.path.split(root.rstrip("/"))
             aside = os.path.join(parent, f".{name}.hcsgraph-replaced-{self.run_id}")
@@ -178,11 +185,9 @@ class OutputState:
 
     def commit(self) -> None:
         """The new run's metadata is in place: record it, drop the replaced results."""
-        from hcsgraph.io.atomic import write_json_atomic
-
-        write_json_atomic(os.path.join(self.layout.state_dir, START_RECORD), {
+        loc.write_json_atomic(loc.join(self.layout.state_dir, START_RECORD), {
             "run_id": self.run_id, "pipeline_name": self.pipeline.name, "fingerprint": self.fingerprint,
-        })
+        }, self.layout.options)
         if self.trash is not None:
             shutil.rmtree(self.trash, ignore_errors=True)
             self.trash = None

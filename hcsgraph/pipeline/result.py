@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
-import shutil
+import io
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -14,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from hcsgraph.io.atomic import write_json_atomic, write_text_atomic
+from hcsgraph.io import location as loc
+from hcsgraph.io.location import write_json_atomic, write_text_atomic
 from hcsgraph.pipeline.errors import StepExecutionError
 from hcsgraph.pipeline.tasks import WellStatus
 
@@ -106,6 +105,7 @@ def finalize_run(spec: Any, statuses: list[WellStatus]) -> RunResult:
 
 
 def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
+    options = getattr(spec, "storage_options", None)
     by_well = {s.well: s for s in statuses}
     earlier = _earlier_run(spec) if spec.resume else {}
     earlier_rows = {r.get("well"): r for r in earlier.get("wells", []) if isinstance(r, dict)}
@@ -148,24 +148,25 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
     written: list[str] = []
     for name, table in tables.items():
         if len(table):
-            write_text_atomic(os.path.join(spec.output, f"{name}.csv"), table.to_csv(index=False))
+            write_text_atomic(loc.join(spec.output, f"{name}.csv"), table.to_csv(index=False), options)
             written.append(f"{name}.csv")
     partitioned = {}
     for name in getattr(spec, "partitioned_tables", ()):
-        root = os.path.join(spec.output, name)
-        if os.path.isdir(root):
+        root = loc.join(spec.output, name)
+        if loc.isdir(root, options):
             partitioned[name] = root
             written.append(name)
-            summary = _summarize_partitioned(root)
+            summary = _summarize_partitioned(root, options)
             if summary is not None:
-                write_text_atomic(os.path.join(spec.output, f"{name}_per_well.csv"), summary.to_csv(index=False))
+                write_text_atomic(loc.join(spec.output, f"{name}_per_well.csv"), summary.to_csv(index=False),
+                                  options)
                 written.append(f"{name}_per_well.csv")
     for store, by_channel in windows.items():
         from hcsgraph.io.omezarr import set_channel_windows
 
-        set_channel_windows(store, by_channel, merge=spec.resume)
+        set_channel_windows(store, by_channel, merge=spec.resume, storage_options=options)
     wells = pd.DataFrame(rows, columns=["well", "status", "planes", "seconds", "error"])
-    manifest = os.path.join(spec.output, "run.json")
+    manifest = loc.join(spec.output, "run.json")
     write_json_atomic(manifest, {
         "pipeline": spec.pipeline,
         "config": spec.config,
@@ -183,9 +184,9 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
                             **{name: name for name in partitioned}},
         "written": written,
         "recoveries": dict(recoveries),
-    })
-    if spec.scratch and not failures and os.path.isdir(spec.scratch):
-        shutil.rmtree(spec.scratch, ignore_errors=True)
+    }, options)
+    if spec.scratch and not failures:
+        loc.remove(spec.scratch, options, recursive=True, missing_ok=True)
     if failures and spec.on_error == "stop":  # defensive: stop mode raises in the failing task
         first = failures[0]
         raise StepExecutionError(first["step"], first["well"], first["message"], tuple(first["files"]))
@@ -194,7 +195,7 @@ def _finalize(spec: Any, statuses: list[WellStatus]) -> RunResult:
         image_store=spec.image_store,
         backend=spec.backend,
         wells=wells,
-        special_outputs=SpecialOutputs(tables, partitioned),
+        special_outputs=SpecialOutputs(tables, partitioned, options),
         materialized=materialized,
         failures=failures,
         recoveries=dict(recoveries),
@@ -208,15 +209,18 @@ class SpecialOutputs(Mapping[str, pd.DataFrame]):
     """The run's special-output tables by name; a table written by parts (Parquet, partitioned by
     well) is read from its parts when first asked for, on the client, never by the run's last task."""
 
-    def __init__(self, tables: dict[str, pd.DataFrame], partitioned: dict[str, str] | None = None) -> None:
+    def __init__(self, tables: dict[str, pd.DataFrame], partitioned: dict[str, str] | None = None,
+                 storage_options: Any = None) -> None:
         self._tables = dict(tables)
         self._partitioned = dict(partitioned or {})
+        self._options = storage_options
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in self._tables and name in self._partitioned:
             from hcsgraph.pipeline.tables import assemble_parquet_dataset
 
-            self._tables[name] = assemble_parquet_dataset(self._partitioned[name]).to_table().to_pandas()
+            dataset = assemble_parquet_dataset(self._partitioned[name], storage_options=self._options)
+            self._tables[name] = dataset.to_table().to_pandas()
         return self._tables[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -236,7 +240,7 @@ class SpecialOutputs(Mapping[str, pd.DataFrame]):
 _NOT_FEATURES = {"label", "slice_index", "site", "channel", "z", "t", "well", "group"}
 
 
-def _summarize_partitioned(root: str) -> pd.DataFrame | None:
+def _summarize_partitioned(root: str, options: Any = None) -> pd.DataFrame | None:
     """Per-well object count, mean and median of every numeric feature of a table written by parts."""
     try:
         import pyarrow as pa
@@ -244,7 +248,7 @@ def _summarize_partitioned(root: str) -> pd.DataFrame | None:
         from hcsgraph.pipeline.tables import assemble_parquet_dataset, summarize_per_well
     except ImportError:
         return None
-    dataset = assemble_parquet_dataset(root)
+    dataset = assemble_parquet_dataset(root, storage_options=options)
     features = [f.name for f in dataset.schema if f.name not in _NOT_FEATURES and not f.name.startswith("bbox_")
                 and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
     by = [f.name for f in dataset.schema if f.name == "objects"]
@@ -254,8 +258,7 @@ def _summarize_partitioned(root: str) -> pd.DataFrame | None:
 def _earlier_run(spec: Any) -> dict[str, Any]:
     """The manifest of the run this one resumes (empty when there is none)."""
     try:
-        with open(os.path.join(spec.output, "run.json"), encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = loc.read_json(loc.join(spec.output, "run.json"), getattr(spec, "storage_options", None))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -269,9 +272,10 @@ def _merge_earlier_tables(spec: Any, tables: dict[str, pd.DataFrame], earlier: d
     out = {}
     for name in sorted(names):
         table = tables.get(name, pd.DataFrame())
-        path = os.path.join(spec.output, f"{name}.csv")
-        if kept and os.path.exists(path):
-            before = pd.read_csv(path, dtype={"well": str, "group": str})
+        path = loc.join(spec.output, f"{name}.csv")
+        options = getattr(spec, "storage_options", None)
+        if kept and loc.exists(path, options):
+            before = pd.read_csv(io.BytesIO(loc.read_bytes(path, options)), dtype={"well": str, "group": str})
             before = before[before["well"].isin(kept)] if "well" in before else before.iloc[0:0]
             if len(before):
                 table = pd.concat([before, table], ignore_index=True) if len(table) else before

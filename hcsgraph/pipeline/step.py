@@ -256,16 +256,21 @@ class Pipeline:
         overwrite: bool | None = None,
         resume: bool = False,
         on_error: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> PipelineGraph:
         """Build the lazy Dask graph that runs this pipeline on ``plate`` and writes ``output``.
 
-        ``plate`` is a :class:`~hcsgraph.plate.PlateIndex` or a path given to ``open_plate``.
+        ``plate`` is a :class:`~hcsgraph.plate.PlateIndex` or a path or URL given to ``open_plate``;
+        ``output`` a path or a URL (``s3://bucket/results/p07``, any fsspec protocol).
         ``resume=True`` keeps the wells an earlier run completed and runs the rest.
+        ``storage_options``: fsspec options of the output (endpoint, credentials profile, anonymous);
+        by default those of the plate when it lives on the same protocol, else fsspec's defaults.
         """
         from hcsgraph.pipeline.compiler import compile_pipeline
 
         return compile_pipeline(
-            self, plate, output, config=config, overwrite=overwrite, resume=resume, on_error=on_error
+            self, plate, output, config=config, overwrite=overwrite, resume=resume, on_error=on_error,
+            storage_options=storage_options,
         )
 
     def spec(self) -> dict[str, Any]:

@@ -187,11 +187,26 @@ materialize_table_csv = TableMaterializer("csv")
 # ------------------------------------------------------------------------------------- reading
 
 
-def part_files(root: str | os.PathLike, format: str = "parquet") -> list[str]:  # noqa: A002
-    """Every part file under ``root`` (``well=<W>/part-*.<format>``), sorted by well then group."""
+def part_files(root: str | os.PathLike, format: str = "parquet",  # noqa: A002
+               storage_options: Any = None) -> list[str]:
+    """Every part file under ``root`` (``well=<W>/part-*.<format>``), sorted by well then group.
+
+    ``root`` may be a URL (``storage_options``: fsspec's options); the parts are then URLs too.
+    """
     if format not in FORMATS:
         raise ValueError(f"format={format!r} must be one of {', '.join(FORMATS)}")
     root = os.fspath(root)
+    from hcsgraph.io import location as loc
+
+    if loc.is_url(root):
+        found = loc.find(root, storage_options) if loc.isdir(root, storage_options) else {}
+        parts = []
+        for rel in found:
+            folder, _, name = rel.rpartition("/")
+            match = _PART.match(name)
+            if folder.startswith(f"{PARTITION}=") and "/" not in folder and match and match["ext"] == format:
+                parts.append(loc.join(root, folder, name))
+        return sorted(parts)
     out = []
     for entry in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         folder = os.path.join(root, entry)
@@ -211,26 +226,38 @@ def _partitioning() -> Any:
     return pads.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
 
 
-def assemble_parquet_dataset(root: str | os.PathLike, format: str = "parquet") -> pads.Dataset:  # noqa: A002
+def assemble_parquet_dataset(root: str | os.PathLike, format: str = "parquet",  # noqa: A002
+                             storage_options: Any = None) -> pads.Dataset:
     """All parts under ``root`` as one ``pyarrow.dataset.Dataset`` with a ``well`` column.
 
     Only the part footers are read: the schema is the union of the parts' schemas (a column missing
     from a part reads as null; an integer column that is float elsewhere reads as float), and keeps
     the plate-wide ``hcsgraph.*`` metadata of the first part (its ``hcsgraph.group`` and
     ``hcsgraph.well`` are dropped). ``format="csv"`` opens CSV parts instead. Nothing is loaded until
-    the dataset is scanned (``to_table(columns=..., filter=...)``, ``to_batches()``).
+    the dataset is scanned (``to_table(columns=..., filter=...)``, ``to_batches()``). ``root`` may
+    be a URL (``storage_options``: fsspec's options).
     """
     import pyarrow as pa
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
+    from hcsgraph.io import location as loc
+
     root = os.fspath(root)
-    files = part_files(root, format)
+    files = part_files(root, format, storage_options)
     if not files:
-        raise FileNotFoundError(f"no {format} parts (well=<W>/part-*.{format}) under {root}")
+        raise FileNotFoundError(f"no {format} parts (well=<W>/part-*.{format}) under {loc.redact(root)}")
+    filesystem = None
+    if loc.is_url(root):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        fs, root = loc.filesystem(root, storage_options)
+        files = [loc.filesystem(f, storage_options)[1] for f in files]
+        filesystem = PyFileSystem(FSSpecHandler(fs))
     if format == "csv":
-        return pads.dataset(files, format="csv", partitioning=_partitioning(), partition_base_dir=root)
-    schemas = [pq.read_schema(f) for f in files]
+        return pads.dataset(files, format="csv", partitioning=_partitioning(), partition_base_dir=root,
+                            filesystem=filesystem)
+    schemas = [pq.read_schema(f, filesystem=filesystem) for f in files]
     schema = pa.unify_schemas([_without_pandas(s) for s in schemas], promote_options="permissive")
     if PARTITION in schema.names:
         schema = schema.remove(schema.get_field_index(PARTITION))
@@ -239,7 +266,7 @@ def assemble_parquet_dataset(root: str | os.PathLike, format: str = "parquet") -
             if k.startswith(META_PREFIX.encode()) and k not in (b"hcsgraph.group", b"hcsgraph.well")}
     schema = schema.with_metadata(meta)
     return pads.dataset(files, schema=schema, format="parquet", partitioning=_partitioning(),
-                        partition_base_dir=root)
+                        partition_base_dir=root, filesystem=filesystem)
 
 
 def _without_pandas(schema: pa.Schema) -> pa.Schema:

@@ -45,6 +45,7 @@ class ScratchRef:
     specials: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     recoveries: tuple[tuple[str, str], ...] = ()
+    storage_options: Any = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def _first_failure(values: Any) -> Failure | None:
 # load
 
 
-def load_group(ctx: GroupContext, paths: tuple[str, ...], dtype: str, yx: tuple[int, ...]) -> StepOutput | Failure:
+def load_group(ctx: GroupContext, paths: tuple[str, ...], dtype: str, yx: tuple[int, ...],
+               storage_options: Any = None) -> StepOutput | Failure:
     """Read the group's planes from the plate into one numpy ``[Z, Y, X]`` stack of the plate's dtype.
 
     A plane of another shape, or of a dtype that does not fit the plate's without loss, is a
@@ -114,7 +116,8 @@ def load_group(ctx: GroupContext, paths: tuple[str, ...], dtype: str, yx: tuple[
     stack = np.empty((len(paths), *yx), dtype=np.dtype(dtype))
     for index, path in enumerate(paths):
         try:
-            read_plane(path, out=stack[index])  # raises, naming the file, when the plane does not fit
+            # raises, naming the file, when the plane does not fit
+            read_plane(path, out=stack[index], storage_options=storage_options)
         except Exception as exc:  # noqa: BLE001 - reported with the file, well and step
             return _fail(ctx, exc, (path,))
     return StepOutput(stack, timings={ctx.step: time.perf_counter() - start})
@@ -126,10 +129,20 @@ def load_group(ctx: GroupContext, paths: tuple[str, ...], dtype: str, yx: tuple[
 
 def _stack_of(data: StepOutput | ScratchRef) -> Any:
     if isinstance(data, ScratchRef):
-        from hcsgraph.io import FileManager
-
-        return FileManager().load_array(data.path, _scratch_backend(data.path))
+        return file_manager(data.path, data.storage_options).load_array(data.path, _scratch_backend(data.path))
     return data.stack
+
+
+def file_manager(path: str, storage_options: Any = None) -> Any:
+    """A FileManager for files at ``path``: the package's stores, or the URL store with ``storage_options``."""
+    from hcsgraph.io import FileManager
+    from hcsgraph.io import location as loc
+
+    if loc.is_url(path):
+        from hcsgraph.io.fsspec_store import registry_for_urls
+
+        return FileManager(registry_for_urls(storage_options))
+    return FileManager()
 
 
 def _scratch_backend(path: str) -> str:
@@ -235,6 +248,7 @@ class StepCall(ShippedByValue):
     oom_recovery: bool = True
     scratch_path: str | None = None
     cast_dtype: str | None = None
+    storage_options: Any = None
 
 
 def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any) -> Any:
@@ -265,18 +279,16 @@ def run_step(ctx: GroupContext, call: StepCall, data: Any, *special_sources: Any
             with _stream(memory_type_of(stack), device=device):
                 stack = _cast_exactly(ctx, stack, np.dtype(call.cast_dtype), call.output_type)
         if call.scratch_path is not None:
-            from hcsgraph.io import FileManager
-
             with _stream(memory_type_of(stack), device=device):
                 host = convert_to(stack, MemoryType.NUMPY)
-            FileManager().save_array(np.ascontiguousarray(host), call.scratch_path,
+            file_manager(call.scratch_path, call.storage_options).save_array(np.ascontiguousarray(host), call.scratch_path,
                                      _scratch_backend(call.scratch_path), overwrite=True)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings = dict(data.timings)
     timings[ctx.step] = timings.get(ctx.step, 0.0) + time.perf_counter() - start
     if call.scratch_path is not None:
-        return ScratchRef(call.scratch_path, specials_out, timings, tuple(recoveries))
+        return ScratchRef(call.scratch_path, specials_out, timings, tuple(recoveries), call.storage_options)
     return StepOutput(stack, specials_out, timings, recoveries)
 
 
@@ -395,18 +407,17 @@ class Materialize(ShippedByValue):
     func: Callable[..., str]
     path: str
     guard: RunGuard | None = None
+    storage_options: Any = None
 
 
 def materialize_special(ctx: GroupContext, value: Any, job: Materialize) -> Any:
     """Write a special output through its materializer; returns the path it wrote."""
     if isinstance(value, Failure):
         return value
-    from hcsgraph.io import FileManager
-
     try:
         if job.guard is not None:
             job.guard.check()
-        return job.func(value, job.path, FileManager())
+        return job.func(value, job.path, file_manager(job.path, job.storage_options))
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
 
@@ -443,6 +454,7 @@ class WriteSpec:
     downsample: str = "mean"
     guard: RunGuard | None = None
     image: str = ""  # a multiscale image inside each field (e.g. "labels/nuclei"), "" for the field's own
+    storage_options: Any = None
     label_image: bool = False  # labels are cast by value (int32 → uint16 when they fit), no contrast window
 
 
@@ -475,7 +487,7 @@ def write_group(ctx: GroupContext, spec: WriteSpec, *sources: Any) -> WriteRecei
             from hcsgraph.io.tiff import write_tiff_atomic
 
             for target, plane in zip(spec.targets, planes, strict=True):
-                write_tiff_atomic(target.tiff_path, plane)
+                write_tiff_atomic(target.tiff_path, plane, storage_options=spec.storage_options)
     except Exception as exc:  # noqa: BLE001
         return _fail(ctx, exc)
     timings: dict[str, float] = {}
@@ -528,7 +540,8 @@ def _write_zarr(ctx: GroupContext, spec: WriteSpec, planes: list[np.ndarray]) ->
         data = np.stack([planes[i] for i in items])
         where = [(spec.targets[i].t, spec.targets[i].c, spec.targets[i].z) for i in items]
         write_planes(spec.store, ctx.well, field_index, where, data, n_levels=spec.n_levels,
-                     downsample=spec.downsample, arrays=arrays, image=spec.image)
+                     downsample=spec.downsample, arrays=arrays, image=spec.image,
+                     storage_options=spec.storage_options)
 
 
 def _windows(spec: WriteSpec, planes: list[np.ndarray]) -> tuple[tuple[int, float, float], ...]:
@@ -573,6 +586,7 @@ def finalize_well(
     ctx: GroupContext,
     marker_path: str,
     guard: RunGuard | None,
+    storage_options: Any,
     receipts: list[Any],
     specials: list[tuple[str, str, Any]],
     materialized: list[tuple[str, Any]],
@@ -600,12 +614,13 @@ def finalize_well(
         if not isinstance(path, Failure):
             status.materialized.setdefault(name, []).append(str(path))
     if status.status == "complete":
-        from hcsgraph.io.atomic import write_json_atomic
+        from hcsgraph.io.location import write_json_atomic
 
         if guard is not None:
             guard.check()
         try:
-            write_json_atomic(marker_path, {"well": ctx.well, "status": "complete", "planes": status.planes})
+            write_json_atomic(marker_path, {"well": ctx.well, "status": "complete", "planes": status.planes},
+                              storage_options)
         except OSError as exc:
             failure = _fail(ctx, exc)  # raises under on_error="stop"
             status.status = "failed"
