@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.s3server import s3_bucket, s3_endpoint, s3_server, s3_storage_options  # noqa: F401 - fixtures
+
 # PoCL's LLVM and TensorFlow's bundled LLVM clash when TensorFlow loads first. hcsgraph starts
 # OpenCL before it imports TensorFlow; do it once here, before any test imports TensorFlow.
 try:

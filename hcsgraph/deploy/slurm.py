@@ -146,16 +146,21 @@ def _test_submission(script: str) -> None:
 
 
 def _job_states(cluster: Any) -> str:
-    """``JOBID STATE (REASON)`` of the cluster's jobs, as squeue tells them."""
+    """``job ID: STATE (REASON)`` of each of the cluster's jobs, as squeue tells them."""
     ids = [str(job.job_id) for job in cluster.workers.values() if getattr(job, "job_id", None)]
     if not ids:
         return "no job was accepted (see the log for sbatch's error)"
     try:
-        done = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T (%r)"], capture_output=True,
+        done = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %r"], capture_output=True,
                               text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"jobs {', '.join(ids)} (squeue failed: {exc})"
-    return "; ".join(done.stdout.split("\n")).strip("; ") or f"jobs {', '.join(ids)} are gone (see their logs)"
+    states = []
+    for line in sorted(done.stdout.splitlines()):
+        job, state, *reason = line.split(maxsplit=2)
+        why = f" ({reason[0]})" if reason and reason[0] != "None" else ""
+        states.append(f"job {job}: {state}{why}")
+    return "; ".join(states) or f"jobs {', '.join(ids)} are gone (see their logs)"
 
 
 def _register_plugins(client: Any, gpu: bool) -> None:

@@ -100,7 +100,7 @@ def _probe(modules: tuple[str, ...], distributions: tuple[str, ...]) -> dict[str
     found: dict[str, bool] = {}
     for name in modules:
         try:
-            found[name] = name in sys.modules or importlib.util.find_spec(name) is not None
+            found[name] = sys.modules.get(name) is not None or importlib.util.find_spec(name) is not None
         except (ImportError, ValueError):
             found[name] = False
     return {"python": ".".join(map(str, sys.version_info[:3])), "versions": versions, "modules": found}

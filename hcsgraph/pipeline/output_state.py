@@ -85,7 +85,13 @@ class OutputState:
 
     # -- the lock --------------------------------------------------------------------------
     def lock(self) -> guard.RunGuard:
-        """Take the output's lock for this run."""
+        """Take the output's lock for this run.
+
+        At a URL the store is asked a question first (a listing, which fails within the store's
+        timeouts, naming the URL): a silent endpoint must not leave the compile waiting on a write.
+        """
+        if loc.is_url(self.layout.root):
+            loc.exists(self.layout.root, self.layout.options)
         path = guard.acquire(self.layout.root, self.run_id, self.pipeline.name, self.layout.options)
         self.guard = guard.RunGuard(path, self.run_id, self.layout.options)
         return self.guard

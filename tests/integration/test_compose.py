@@ -116,7 +116,7 @@ def _stage_context(folder: Path) -> dict[str, str]:
     shutil.copytree(REPO / "hcsgraph", folder / "hcsgraph", ignore=ignore)
     docker = folder / "docker"
     (docker / "local").mkdir(parents=True)
-    for name in ("Containerfile", "entrypoint.sh", "requirements.py"):
+    for name in ("Containerfile", "Containerfile.dockerignore", "entrypoint.sh", "requirements.py"):
         shutil.copy2(REPO / "docker" / name, docker / name)
     shutil.copy2(REPO / "docker" / "local" / "README.md", docker / "local" / "README.md")
     (docker / "local" / "constraints.txt").write_text("\n".join(_host_pins(folder)) + "\n")

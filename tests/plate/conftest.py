@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.s3server import s3_bucket, s3_endpoint, s3_server, s3_storage_options  # noqa: F401
-
 
 def write_tiff(path: Path, value: int = 0, shape: tuple[int, int] = (8, 8), dtype: str = "uint16") -> Path:
     """An 8×8 TIFF whose pixels are ``value`` plus a ramp, so that each file's pixels differ."""
