@@ -156,7 +156,7 @@ def _job_states(cluster: Any) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"jobs {', '.join(ids)} (squeue failed: {exc})"
     states = []
-    for line in sorted(done.stdout.splitlines()):
+    for line in sorted(done.stdout.splitlines(), key=lambda text: (len(text.split()[0]), text)):
         job, state, *reason = line.split(maxsplit=2)
         why = f" ({reason[0]})" if reason and reason[0] != "None" else ""
         states.append(f"job {job}: {state}{why}")
