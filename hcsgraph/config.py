@@ -113,11 +113,14 @@ class VFSConfig:
 
     ``memory_limit_gb``: when the planned intermediate bytes of a run exceed it, intermediates
     go through a scratch Zarr store instead of worker memory. ``None`` means no limit.
+    ``scratch_dir``: where that scratch store lives (a path every worker can reach, e.g. a node's
+    local disk on a single machine, or a URL); by default ``.hcsgraph/scratch`` inside the output.
     """
 
     intermediate_backend: Backend = Backend.MEMORY
     materialization_backend: MaterializationBackend = MaterializationBackend.ZARR
     memory_limit_gb: float | None = None
+    scratch_dir: str | None = None
 
     def __post_init__(self) -> None:
         _set(self, "intermediate_backend", coerce_enum(Backend, self.intermediate_backend, "intermediate_backend"))

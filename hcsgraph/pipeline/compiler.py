@@ -136,6 +136,9 @@ class _Compile:
         guard.check_separate(getattr(self.index, "root", None), root)
         self.layout = OutputLayout(root, self.cfg.vfs.materialization_backend, n_levels=self.cfg.zarr.pyramid_levels,
                                    chunk_strategy=self.cfg.zarr.chunk_strategy, options=self.options)
+        if self.cfg.vfs.scratch_dir:
+            self.layout.scratch_dir = loc.join(loc.absolute(os.fspath(self.cfg.vfs.scratch_dir)),
+                                               f"hcsgraph-{self.run_id[:12]}")
         plane_list = "\n".join(f"{p}\t{path}" for p, path in sorted(self.planes.items()))
         self.plate_digest = tokenize(plane_list)
         self.token = tokenize(pipeline.spec(), self.plate_digest, root, repr(self.cfg), self.policy.value,
@@ -198,7 +201,7 @@ class _Compile:
         planned = self._planned_intermediate_bytes()
         self.planned_bytes = planned
         self.scratch_backend = _scratch_backend(self.cfg, planned, bool(self.plans))
-        if self.scratch_backend == "zarr" and loc.is_url(self.layout.root):
+        if self.scratch_backend == "zarr" and loc.is_url(self.layout.scratch_root):
             self.scratch_backend = "disk"  # .npy objects through fsspec: the zarr store is local-only
 
     def _resolve_groups(self, plan: StepPlan) -> dict[tuple[Any, ...], ResolvedChain | None]:

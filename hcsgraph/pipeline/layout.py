@@ -62,6 +62,8 @@ class OutputLayout:
                  label: str | None = None, parent: OutputLayout | None = None,
                  options: Any = None) -> None:
         self.root = root
+        self.scratch_dir: str | None = None
+        """Where intermediates go when they do not fit in memory (default: inside the state folder)."""
         self.options = options
         """fsspec storage options of the output (None: local, or fsspec's defaults)."""
         self.backend = MaterializationBackend(backend)
@@ -102,7 +104,7 @@ class OutputLayout:
 
     @property
     def scratch_root(self) -> str:
-        return loc.join(self.state_dir, "scratch")
+        return self.scratch_dir or loc.join(self.state_dir, "scratch")
 
     @property
     def manifest_path(self) -> str:

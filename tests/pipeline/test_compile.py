@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dask
 import numpy as np
 import pandas as pd
@@ -161,6 +163,33 @@ def test_memory_limit_routes_intermediates_through_scratch_zarr(plate, tmp_path)
     a = zarr.open_group(r1.image_store, mode="r")["A/1/0/0"][:]
     b = zarr.open_group(r2.image_store, mode="r")["A/1/0/0"][:]
     assert a.dtype == np.bool_ and np.array_equal(a, b)
+
+
+def test_scratch_store_in_a_folder_the_user_names(plate, tmp_path):
+    pipeline = Pipeline([FunctionStep("gaussian_filter"), FunctionStep("threshold_otsu")], name="p")
+    cfg = GlobalPipelineConfig(vfs=VFSConfig(memory_limit_gb=1e-6, scratch_dir=str(tmp_path / "node-local")),
+                               fuse_tasks=False)
+    graph = pipeline.compile(plate.path, tmp_path / "o", cfg)
+    paths = [t.args[1].scratch_path for t in graph.tasks.values()
+             if getattr(t.args[1] if len(t.args) > 1 else None, "scratch_path", None)]
+    assert paths and all(p.startswith(str(tmp_path / "node-local")) for p in paths)
+    seen = []
+    import hcsgraph.pipeline.tasks as tasks_module
+
+    original = tasks_module.file_manager
+
+    def recording(path, options=None):
+        seen.append(path)
+        return original(path, options)
+
+    tasks_module.file_manager = recording
+    try:
+        result = graph.compute(scheduler="sync")
+    finally:
+        tasks_module.file_manager = original
+    assert result.ok and any(p.startswith(str(tmp_path / "node-local")) for p in seen)
+    assert not os.listdir(tmp_path / "node-local")  # removed after the run
+    assert not (tmp_path / "o" / ".hcsgraph" / "scratch").exists()
 
 
 def test_fused_runs_use_scratch_only_for_results_that_leave_the_task(plate, tmp_path):
