@@ -20,14 +20,15 @@ test-deps: $(PY) opencl
 	$(PIP) install -e ".[all]"
 
 # Debian packages for the tests: PoCL (an OpenCL runtime, so that the pyclesperanto tests run
-# for real) and graphviz (for PipelineGraph.visualize). Installed only when running as root.
-SYSTEM_PACKAGES := pocl-opencl-icd ocl-icd-libopencl1 graphviz
+# for real), graphviz (for PipelineGraph.visualize) and chromium (the plate page's browser test).
+# Installed only when running as root.
+SYSTEM_PACKAGES := pocl-opencl-icd ocl-icd-libopencl1 graphviz chromium
 opencl:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	  if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 	    echo "installing $(SYSTEM_PACKAGES)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \
-	      || echo "warning: could not install $(SYSTEM_PACKAGES); the OpenCL and visualize tests will skip"; \
+	      || echo "warning: could not install $(SYSTEM_PACKAGES); the OpenCL, visualize and browser tests will skip"; \
 	  fi; \
 	fi
 

@@ -158,7 +158,10 @@ def own_cpu(dask_scheduler: Any = None) -> dict[str, float]:
 
 
 def _own(client: Any) -> dict[str, float]:
-    return client.run_on_scheduler(own_cpu)
+    import importlib
+
+    # by reference, also when this file runs as __main__ (a __main__ function would travel by value)
+    return client.run_on_scheduler(importlib.import_module("benchmarks.dashboard_bench").own_cpu)
 
 
 def _cpu(process: psutil.Process) -> float:

@@ -55,11 +55,15 @@ def _client(scheduler: str | None, workers: int | None, threads: int, timeout: f
 
 
 def _print_dashboard(client: Any) -> None:
+    from hcsgraph.dashboard import register_plate_page
     from hcsgraph.monitor import dashboard_link
 
     link = dashboard_link(client)
     if link:
         click.echo(f"Dashboard: {link}")
+        plate = register_plate_page(client)  # once per scheduler; local_cluster() has already done it
+        if plate:
+            click.echo(f"Plate page: {plate}")
 
 
 def _open_plate(path: str, pattern: str | None = None) -> Any:

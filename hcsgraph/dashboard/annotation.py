@@ -8,6 +8,7 @@ task, the planes it writes (so the page counts planes as they land).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -52,13 +53,19 @@ def run_annotation(
 
 def planes_written(task: Any) -> int:
     """Planes a task writes: those of the write specs among its arguments (and its fused links)."""
+    spec_type, chain_type = _types()
+    total = 0
+    for arg in getattr(task, "args", ()):
+        if isinstance(arg, spec_type):
+            total += len(arg.targets)
+        elif isinstance(arg, chain_type):
+            total += sum(planes_written(link) for link in arg.tasks)
+    return total
+
+
+@functools.cache
+def _types() -> tuple[type, type]:
     from hcsgraph.pipeline.fusion import TaskChain
     from hcsgraph.pipeline.tasks import WriteSpec
 
-    total = 0
-    for arg in getattr(task, "args", ()):
-        if isinstance(arg, WriteSpec):
-            total += len(arg.targets)
-        elif isinstance(arg, TaskChain):
-            total += sum(planes_written(link) for link in arg.tasks)
-    return total
+    return WriteSpec, TaskChain

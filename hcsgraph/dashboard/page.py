@@ -217,7 +217,7 @@ class PlatePage:
         """Fit the colour bar to the chosen value's range; True when the range moved."""
         values = [w.values[self.metric] for w in run.wells.values() if self.metric in w.values]
         if self.metric == STATE or not values:
-            self.bar_visible(False)
+            self._bar_visible(False)
             return False
         low, high = min(values), max(values)
         high = high if high > low else low + 1
@@ -225,10 +225,10 @@ class PlatePage:
         if moved:
             self.mapper.update(low=low, high=high)
         self.bar.title = self.metric
-        self.bar_visible(True)
+        self._bar_visible(True)
         return moved
 
-    def bar_visible(self, visible: bool) -> None:
+    def _bar_visible(self, visible: bool) -> None:
         if self.bar.visible != visible:
             self.bar.visible = visible
 

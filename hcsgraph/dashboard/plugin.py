@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -57,12 +58,12 @@ class PlatePagePlugin(SchedulerPlugin):
             return
         add_route(scheduler)
 
-    def update_graph(self, scheduler: Scheduler, *, tasks: list[Any], annotations: dict[str, dict[Any, Any]],
-                     **kwargs: Any) -> None:
-        """Start following the runs a new graph holds; other graphs cost one dictionary lookup."""
+    def update_graph(self, scheduler: Scheduler, *, keys: Iterable[Any], tasks: list[Any],
+                     annotations: dict[str, dict[Any, Any]], **kwargs: Any) -> None:
+        """Start following the runs a new graph holds; another graph costs a look at the keys it asks for."""
         self.scheduler = scheduler
         marks = annotations.get(ANNOTATION) or {}
-        runs = {run.token: run for run in self._runs_from(marks, tasks)}
+        runs = {run.token: run for run in self._runs_from(marks, keys)}
         if not runs:
             return
         first: dict[str, Any] = {}
@@ -102,7 +103,8 @@ class PlatePagePlugin(SchedulerPlugin):
             run.report(msg)
 
     # -- runs ------------------------------------------------------------------------------
-    def _runs_from(self, marks: dict[Any, Any], tasks: list[Any]) -> list[PlateRun]:
+    def _runs_from(self, marks: dict[Any, Any], wanted: Iterable[Any]) -> list[PlateRun]:
+        """Runs from the ``hcsgraph`` annotation, else from the run keys the client asks for."""
         found = []
         for key, mark in marks.items():
             if isinstance(mark, dict) and isinstance(mark.get("run"), dict):
@@ -118,7 +120,7 @@ class PlatePagePlugin(SchedulerPlugin):
                 ))
         if found:
             return found
-        for key in tasks:  # no annotation: the run key names the run
+        for key in wanted:  # no annotation: the run key names the run
             match = _RUN_KEY.match(key) if isinstance(key, str) else None
             if match:
                 found.append(PlateRun(match["token"], match["name"]))

@@ -77,6 +77,7 @@ def local_cluster(
     cuda_visible_devices: str | list[str] | None = None,
     plugin: GPUWorkerPlugin | None = None,
     allocator: HostAllocatorPlugin | None | bool = True,
+    plate_page: bool = True,
     **kwargs: Any,
 ) -> LocalCluster:
     """Start a local cluster: one worker per visible GPU, or a CPU cluster when there is none.
@@ -88,8 +89,9 @@ def local_cluster(
     :class:`GPUWorkerPlugin` registered on every worker (default ``GPUWorkerPlugin()``).
     ``allocator``: the :class:`~hcsgraph.workers.HostAllocatorPlugin` registered on every worker
     (True: the default one; False or None: leave malloc as distributed sets it); it is not
-    registered with ``processes=False``, where workers share the caller's process. Other keywords
-    go to ``LocalCluster``.
+    registered with ``processes=False``, where workers share the caller's process. ``plate_page``:
+    serve the plate page (:mod:`hcsgraph.dashboard`) at ``/hcsgraph-plate`` on the dashboard.
+    Other keywords go to ``LocalCluster``.
     """
     if isinstance(cuda_visible_devices, str):
         devices = parse_visible_devices(cuda_visible_devices) or []
@@ -108,6 +110,10 @@ def local_cluster(
             client.register_plugin(plugin, name=plugin.name)
             if allocator:
                 client.register_plugin(allocator, name=allocator.name)
+            if plate_page:
+                from hcsgraph.dashboard import register_plate_page
+
+                register_plate_page(client)
     except BaseException:
         cluster.close()
         raise

@@ -603,9 +603,14 @@ class _Compile:
         self.gpu_keys = set(fused_marks)
 
     def graph(self) -> PipelineGraph:
+        from hcsgraph.dashboard.annotation import run_annotation
         from hcsgraph.pipeline.graph import PipelineGraph
 
-        span = {"name": (self.pipeline.name,), "ids": (str(uuid.uuid4()),)}
+        # a span per run, inside one named after the pipeline: the output tells two runs apart
+        span = {"name": (self.pipeline.name, loc.redact(self.layout.root)),
+                "ids": (str(uuid.uuid4()), str(uuid.uuid4()))}
+        plate = run_annotation(self.tasks, self.run_key, name=self.pipeline.name, output=loc.redact(self.layout.root),
+                               wells=self.spec.wells, skipped=self.spec.skipped)
         return PipelineGraph(
             tasks=self.tasks,
             result_key=self.run_key,
@@ -615,6 +620,7 @@ class _Compile:
             spec=self.spec,
             planned_intermediate_bytes=self.planned_bytes,
             scratch_backend=self.scratch_backend,
+            plate_annotation=plate,
         )
 
 

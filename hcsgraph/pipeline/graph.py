@@ -49,7 +49,8 @@ class RunSpec:
 class PipelineExpr(Expr):
     """The expression behind a PipelineGraph: a fixed set of tasks and one result key."""
 
-    _parameters = ["tasks", "result_key", "span", "gpu_keys", "gpu_amount"]
+    _parameters = ["tasks", "result_key", "span", "gpu_keys", "gpu_amount", "plate_annotation"]
+    _defaults = {"plate_annotation": None}
 
     @property
     def _name(self) -> str:  # the result key is already unique (it carries the token)
@@ -71,6 +72,9 @@ class PipelineExpr(Expr):
         if gpu_keys and scheduler_has_gpu_workers():
             amount = {"GPU": self.operand("gpu_amount")}
             annotations["resources"] = {key: amount for key in gpu_keys}
+        plate = self.operand("plate_annotation")
+        if plate:  # what the plate page needs (hcsgraph.dashboard.annotation)
+            annotations["hcsgraph"] = plate
         return annotations
 
     def dependencies(self) -> list:
@@ -93,8 +97,10 @@ class PipelineGraph(DaskMethodsMixin):
         gpu_amount: float = 1.0,
         planned_intermediate_bytes: int = 0,
         scratch_backend: str | None = None,
+        plate_annotation: dict[Any, Any] | None = None,
     ) -> None:
-        self.expr = PipelineExpr(tasks, result_key, span, frozenset(gpu_keys), gpu_amount)
+        self.expr = PipelineExpr(tasks, result_key, span, frozenset(gpu_keys), gpu_amount, plate_annotation)
+        self.plate_annotation = plate_annotation
         self.tasks = tasks
         self.result_key = result_key
         self.gpu_keys = frozenset(gpu_keys)
@@ -124,7 +130,7 @@ class PipelineGraph(DaskMethodsMixin):
     def _rebuild(self, dsk: dict, *args: Any, rename: dict | None = None) -> PipelineGraph:
         return PipelineGraph(dict(dsk), self.result_key, self.span, self.spec,
                              planned_intermediate_bytes=self.planned_intermediate_bytes,
-                             scratch_backend=self.scratch_backend)
+                             scratch_backend=self.scratch_backend, plate_annotation=self.plate_annotation)
 
     # -- inspection ------------------------------------------------------------------------
     @property
@@ -140,15 +146,9 @@ class PipelineGraph(DaskMethodsMixin):
 
     def links(self, key: Any) -> list[str]:
         """The names of what a task runs: its own, or each link of a fused task, in order."""
-        from dask.utils import key_split
+        from hcsgraph.pipeline.fusion import links
 
-        from hcsgraph.pipeline.fusion import TaskChain
-
-        task = self.tasks[key]
-        chain = next((a for a in getattr(task, "args", ()) if isinstance(a, TaskChain)), None)
-        if chain is None:
-            return [key_split(key)]
-        return [key_split(link.key) for link in chain.tasks]
+        return links(self.tasks[key])
 
     def __len__(self) -> int:
         return len(self.tasks)

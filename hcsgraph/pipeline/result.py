@@ -50,6 +50,15 @@ class RunResult:
     manifest: str
     notes: list[str] = field(default_factory=list)
 
+    def plot_plate(self, value: str = "cell_count", *, aggregate: str = "sum", path: Any = None,
+                   plate_format: int | None = None, title: str | None = None) -> Any:
+        """A plate heat map of a per-well value (a numeric column of a special output, e.g.
+        ``"cell_count"``, summed or averaged per well): a matplotlib Figure, saved as a PNG at
+        ``path`` when given. See :func:`hcsgraph.dashboard.static.plot_plate`."""
+        from hcsgraph.dashboard.static import plot_plate
+
+        return plot_plate(self, value, aggregate=aggregate, path=path, plate_format=plate_format, title=title)
+
     @property
     def ok(self) -> bool:
         """True when every well completed."""

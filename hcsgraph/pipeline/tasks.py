@@ -626,4 +626,7 @@ def finalize_well(
             status.status = "failed"
             status.errors.append({"step": failure.step, "group": "", "message": failure.message,
                                   "files": list(failure.files)})
+    from hcsgraph.dashboard.events import report_well
+
+    report_well(status)  # to the plate page, as a scheduler event (nothing off a distributed worker)
     return status

@@ -12,7 +12,7 @@ from typing import Any
 from hcsgraph.io import location
 from hcsgraph.plate import cellvoyager, imagexpress, omezarr, operaphenix
 from hcsgraph.plate import pattern as pattern_layout
-from hcsgraph.plate.index import PlateIndex, PlateLayoutError
+from hcsgraph.plate.index import PlateIndex, PlateLayoutError, physical_size
 from hcsgraph.plate.problems import summarize
 from hcsgraph.plate.source import PlateSource, missing_error
 
@@ -25,7 +25,8 @@ LOOKED_FOR = (
 
 
 def open_plate(path: str | os.PathLike, pattern: str | re.Pattern | None = None, *,
-               storage_options: Mapping[str, Any] | None = None) -> PlateIndex:
+               storage_options: Mapping[str, Any] | None = None, pixel_size_um: float | None = None,
+               z_spacing_um: float | None = None, time_interval_s: float | None = None) -> PlateIndex:
     """Index the plate at ``path``: ImageXpress, Opera Phenix/Operetta, CellVoyager, OME-Zarr (0.4/0.5), or ``pattern``.
 
     ``pattern`` is a regular expression with named groups (``well`` or ``row`` + ``column``; optional
@@ -38,23 +39,32 @@ def open_plate(path: str | os.PathLike, pattern: str | re.Pattern | None = None,
     apply (``AWS_*`` variables, AWS config). A ``user:secret@`` in the URL is moved into the options.
     The index keeps the options (``PlateIndex.storage_options``, never shown by ``repr``) and its paths
     are URLs without credentials.
+
+    ``pixel_size_um`` (x and y, µm), ``z_spacing_um`` (µm) and ``time_interval_s`` (seconds) set what
+    the instrument's metadata lacks or gets wrong: a value given here wins over the metadata's. Left at
+    None, they come from the metadata, and stay None (unknown) where it does not say.
     """
+    overrides = {key: physical_size(value, key) for key, value in
+                 (("pixel_size_um", pixel_size_um), ("z_spacing_um", z_spacing_um),
+                  ("time_interval_s", time_interval_s)) if value is not None}
     text = os.fspath(path)
     if location.is_url(text):
         clean, from_url = location.split_credentials(text)
         options = location.storage_options({**from_url, **dict(storage_options or {})})
         source = PlateSource(clean.rstrip("/"), options)
-        return _open(source, pattern)
+        return _open(source, pattern, overrides)
     root = Path(location.local_path(text)).expanduser()
     if not root.exists():
         raise FileNotFoundError(errno.ENOENT, "plate directory not found", str(root))
     if not root.is_dir():
         raise PlateLayoutError(f"{root} is a file; open_plate expects the plate's directory (or .zarr group)")
-    return _open(PlateSource(str(root.resolve())), pattern)
+    return _open(PlateSource(str(root.resolve())), pattern, overrides)
 
 
-def _open(source: PlateSource, pattern: str | re.Pattern | None) -> PlateIndex:
+def _open(source: PlateSource, pattern: str | re.Pattern | None, overrides: dict[str, float]) -> PlateIndex:
     index = _parse(source, pattern)
+    for key, value in overrides.items():  # the user's word wins over the instrument's metadata
+        setattr(index, key, value)
     index.probe_images(source.sizes() if source.remote else None)
     return index
 

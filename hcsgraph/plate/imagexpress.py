@@ -11,12 +11,19 @@ A z-series export's ``ZStep_0`` folder holds projections (one per site, channel 
 plane of the stack: they are kept out of ``PlateIndex.table`` and listed in ``PlateIndex.projections``
 (z = 0). A plate holding only ``ZStep_0`` images indexes them as its images (z = 1) and says so in
 ``PlateIndex.problems``.
+
+The ``.HTD`` names the channels but gives no pixel size. MetaXpress writes the calibration into each
+TIFF's description (MetaSeries XML: ``<prop id="spatial-calibration-x" type="float" value="0.65">``
+with ``spatial-calibration-units``); the pixel size is read from there (one image of a local plate).
+A plate without it (a copy whose TIFFs lost their descriptions, a URL plate) has an unknown pixel size
+(None; ``open_plate(..., pixel_size_um=)`` supplies it). No z spacing, time interval or colours.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import posixpath
 import re
 from pathlib import Path
@@ -26,13 +33,18 @@ from hcsgraph.plate.index import (
     build_table,
     find_gaps,
     is_metadata_file,
+    positive_or_none,
     row_letter,
 )
 from hcsgraph.plate.problems import PROJECTIONS_ONLY, PlateProblem
 from hcsgraph.plate.scan import FileScan
 from hcsgraph.plate.source import PlateSource, as_source
 
+log = logging.getLogger(__name__)
+
 NAME = "imagexpress"
+_PROP_RE = re.compile(r'<prop\s+id="(?P<id>[^"]+)"[^>]*?\svalue="(?P<value>[^"]*)"', re.IGNORECASE)
+_UNIT_TO_UM = {"um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "nm": 1e-3, "mm": 1e3}
 
 GUID = r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"
 FILE_RE = re.compile(
@@ -118,6 +130,27 @@ def htd_metadata(htd: dict[str, list[str]]) -> dict:
     }
 
 
+def metaseries_pixel_size_um(description: str) -> float | None:
+    """The pixel size (µm) in a MetaSeries/MetaXpress TIFF description, or None (absent, in pixels)."""
+    props = {m["id"].lower(): m["value"] for m in _PROP_RE.finditer(description or "")}
+    unit = props.get("spatial-calibration-units", "um").strip().lower()
+    if "spatial-calibration-x" not in props or unit not in _UNIT_TO_UM:
+        return None
+    return positive_or_none(props["spatial-calibration-x"], _UNIT_TO_UM[unit])
+
+
+def tiff_pixel_size_um(path: str) -> float | None:
+    """:func:`metaseries_pixel_size_um` of a local TIFF's first page; None when it cannot be read."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return metaseries_pixel_size_um(tif.pages[0].description)
+    except Exception as exc:  # noqa: BLE001 - a bad file is the probe's to report, not the index's
+        log.debug("%s: no pixel size read: %s", path, exc)
+        return None
+
+
 def parse_name(name: str) -> dict | None:
     """The well/site/channel/z/t of an ImageXpress file name, or None when it is not one (or a thumbnail)."""
     if "_thumb" in name.lower():
@@ -200,12 +233,16 @@ def parse(source: PlateSource | Path, scan: FileScan | None = None) -> PlateInde
         name = next(iter(prefixes))
     else:
         name = source.name
+    pixel_size = None
+    if not source.remote and not table.empty:
+        pixel_size = tiff_pixel_size_um(str(table["path"].iloc[0]))
     return PlateIndex(
         table,
         name=name,
         root=source.root,
         source_format=NAME,
         channel_names=meta["channel_names"] if meta else None,
+        pixel_size_um=pixel_size,
         unrecognized=unrecognized,
         gaps=gaps,
         problems=problems,

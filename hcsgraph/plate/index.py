@@ -138,6 +138,55 @@ def find_gaps(
     return missing.to_frame(index=False).astype({d: np.int64 for d in DIMENSIONS}).reset_index(drop=True)
 
 
+_HEX_RE = re.compile(r"^#?(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{6})$")
+
+
+def physical_size(value: Any, what: str = "value") -> float | None:
+    """A pixel size, z spacing or time interval as a positive float, or None when unknown.
+
+    ``None`` stays None (unknown: never a made-up 1.0); anything else must be a finite number > 0.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}={value!r} must be a number") from None
+    if not np.isfinite(number) or number <= 0:
+        raise ValueError(f"{what}={value!r} must be a finite number > 0 (or None when unknown)")
+    return number
+
+
+def positive_or_none(value: Any, factor: float = 1.0) -> float | None:
+    """``value * factor`` when ``value`` is a finite number > 0, else None: for values read from
+    instrument metadata, where a missing, zero or garbled entry means "unknown"."""
+    try:
+        number = float(value) * factor
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def typical_step(values: Iterable[float], decimals: int = 6) -> float | None:
+    """The median of the positive differences between the sorted distinct ``values`` (z positions,
+    time-point start times), rounded to ``decimals``; None with fewer than two distinct values."""
+    ordered = sorted({round(float(v), 9) for v in values})
+    steps = [b - a for a, b in zip(ordered, ordered[1:], strict=False) if b - a > 0]
+    if not steps:
+        return None
+    return positive_or_none(round(float(np.median(steps)), decimals))
+
+
+def hex_colour(value: Any) -> str | None:
+    """A display colour as upper-case ``RRGGBB``, from ``RRGGBB``, ``#RRGGBB`` or an instrument's ARGB
+    ``#AARRGGBB`` (Yokogawa, .NET: the alpha is dropped); None for anything else."""
+    text = str(value or "").strip()
+    if not _HEX_RE.match(text):
+        return None
+    digits = text.lstrip("#").upper()
+    return digits[2:] if len(digits) == 8 else digits
+
+
 class PlateIndex:
     """Every image plane of a plate, and the plate's metadata.
 
@@ -152,6 +201,12 @@ class PlateIndex:
     common (shape, dtype) over a sample of files (:func:`hcsgraph.plate.probe.probe_images`);
     :func:`open_plate` decides them at once, a hand-built index on first access. The object is small
     and picklable.
+
+    Physical metadata, from the instrument's metadata files (None where they do not say; never a
+    made-up 1.0): ``pixel_size_um`` (x and y, µm), ``z_spacing_um`` (µm between z planes),
+    ``time_interval_s`` (seconds between time points), ``channel_names`` (channel → name; a
+    ``channel_<n>`` placeholder where unnamed) and ``channel_colors`` (channel → ``RRGGBB``, only the
+    channels whose colour the instrument gives). ``open_plate(..., pixel_size_um=0.65)`` overrides them.
 
     ``root`` and the paths are local paths, or URLs (``s3://bucket/plates/p07/...``, never with
     credentials in them) for a plate in object storage; then ``storage_options`` (a
@@ -170,6 +225,9 @@ class PlateIndex:
         source_format: str,
         channel_names: dict[int, str] | None = None,
         pixel_size_um: float | None = None,
+        z_spacing_um: float | None = None,
+        time_interval_s: float | None = None,
+        channel_colors: Mapping[int, str] | None = None,
         unrecognized: Sequence[str] = (),
         gaps: pd.DataFrame | None = None,
         image_shape: tuple[int, int] | None = None,
@@ -189,7 +247,11 @@ class PlateIndex:
         channels = sorted(int(c) for c in self.table["channel"].unique())
         names = dict(channel_names or {})
         self.channel_names = {c: names.get(c, f"channel_{c}") for c in channels} | names
-        self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
+        self.pixel_size_um = physical_size(pixel_size_um, "pixel_size_um")
+        self.z_spacing_um = physical_size(z_spacing_um, "z_spacing_um")
+        self.time_interval_s = physical_size(time_interval_s, "time_interval_s")
+        self.channel_colors = {int(c): colour for c, value in (channel_colors or {}).items()
+                               if (colour := hex_colour(value)) is not None}
         self.unrecognized = list(unrecognized)
         self.problems: list[PlateProblem] = [PlateProblem(UNRECOGNIZED, f) for f in self.unrecognized]
         self.problems += list(problems)

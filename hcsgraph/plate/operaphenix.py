@@ -9,12 +9,19 @@ Harmony 7+ ``Index.xml`` files, so the expected time point of an image is taken 
 (``URL``, ``sk<N>``); only for an image without one is it ``TimepointID`` shifted by what the index's
 Harmony version (its namespace) says. Channel names, pixel size and image size are read wherever the
 index has them (``<Maps>`` entries or ``<Image>`` elements). The index may start with a UTF-8 BOM.
+
+Physical metadata: the pixel size is ``ImageResolutionX`` (``Unit="m"``, in µm on the index);
+the z spacing the typical step of ``PositionZ`` between consecutive planes of one field, channel and
+time point; the time interval the typical step between the start (earliest ``AbsTime``, else
+``MeasurementTimeOffset``) of consecutive time points. Harmony's index names no channel colour.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +33,7 @@ from hcsgraph.plate.index import (
     build_table,
     find_gaps,
     is_metadata_file,
+    positive_or_none,
     row_number,
     split_well,
     well_name,
@@ -73,12 +81,52 @@ def _text(fields: dict[str, ET.Element], key: str) -> str | None:
     return None if element is None or element.text is None else element.text.strip()
 
 
-def _pixel_size_um(fields: dict[str, ET.Element]) -> float | None:
-    element = fields.get("ImageResolutionX")
-    if element is None or not element.text:
+def _um(fields: dict[str, ET.Element], key: str) -> float | None:
+    """A length element (``<PositionZ Unit="m">``) in µm; metres without a unit; None if absent or bad."""
+    element = fields.get(key)
+    if element is None or not (element.text or "").strip():
         return None
     factor = _UNIT_TO_UM.get(element.get("Unit", "m").strip().lower(), 1e6)
-    return float(element.text) * factor
+    try:
+        return float(element.text) * factor
+    except ValueError:
+        return None
+
+
+def _pixel_size_um(fields: dict[str, ET.Element]) -> float | None:
+    return positive_or_none(_um(fields, "ImageResolutionX"))
+
+
+def _seconds(fields: dict[str, ET.Element]) -> float | None:
+    """When an image was taken, in seconds: its ``AbsTime`` (ISO 8601), else ``MeasurementTimeOffset``."""
+    stamp = _text(fields, "AbsTime")
+    if stamp:
+        try:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    offset = _text(fields, "MeasurementTimeOffset")
+    try:
+        return None if offset is None else float(offset)
+    except ValueError:
+        return None
+
+
+def _z_spacing_um(positions: dict[tuple, dict[int, float]]) -> float | None:
+    """The median step of ``PositionZ`` between consecutive planes of each (well, field, channel, t)."""
+    steps = []
+    for planes in positions.values():
+        ordered = [planes[p] for p in sorted(planes)]
+        steps += [abs(b - a) for a, b in zip(ordered, ordered[1:], strict=False)]
+    steps = [s for s in steps if s > 0]
+    return positive_or_none(round(statistics.median(steps), 6)) if steps else None
+
+
+def _time_interval_s(starts: dict[int, float]) -> float | None:
+    """The median step between the starts of consecutive time points."""
+    ordered = [starts[t] for t in sorted(starts)]
+    steps = [b - a for a, b in zip(ordered, ordered[1:], strict=False) if b - a > 0]
+    return positive_or_none(round(statistics.median(steps), 3)) if steps else None
 
 
 def harmony_version(root_tag: str) -> int | None:
@@ -108,6 +156,8 @@ def parse_index(path: Path | str, data: bytes | None = None) -> dict:
     meta: dict = {"name": None, "channel_names": {}, "pixel_size_um": None, "image_shape": None,
                   "wells": set(), "harmony_version": version}
     from_names, from_ids = set(), []  # expected planes: from file names, and (plane, TimepointID) otherwise
+    positions: dict[tuple, dict[int, float]] = {}  # (well, field, channel, t) → plane → PositionZ (µm)
+    starts: dict[int, float] = {}  # time point → its earliest image time (s)
     for element in root.iter():
         tag = _local(element.tag)
         if tag == "Plate" and meta["name"] is None:
@@ -129,14 +179,19 @@ def parse_index(path: Path | str, data: bytes | None = None) -> dict:
                 well = well_name(_int(fields, "Row"), _int(fields, "Col"))
                 meta["wells"].add(well)
                 url = FILE_RE.match((_text(fields, "URL") or "").replace("\\", "/").rpartition("/")[2])
+                plane = None
                 if url is not None:
                     g = url.groupdict()
-                    from_names.add((well_name(int(g["row"]), int(g["column"])), int(g["site"]),
-                                    int(g["channel"]), int(g["z"]), int(g["t"])))
-                    continue
-                dims = [_int(fields, k) for k in ("FieldID", "ChannelID", "PlaneID", "TimepointID")]
-                if None not in dims:
-                    from_ids.append((well, *dims))
+                    plane = (well_name(int(g["row"]), int(g["column"])), int(g["site"]),
+                             int(g["channel"]), int(g["z"]), int(g["t"]))
+                    from_names.add(plane)
+                else:
+                    dims = [_int(fields, k) for k in ("FieldID", "ChannelID", "PlaneID", "TimepointID")]
+                    if None not in dims:
+                        plane = (well, dims[0], dims[1], dims[2], dims[3])
+                        from_ids.append(plane)
+                if plane is not None:
+                    _note_position(fields, plane, positions, starts)
         elif tag == "Well" and len(element):
             fields = _children(element)
             if _int(fields, "Row") and _int(fields, "Col"):
@@ -146,9 +201,23 @@ def parse_index(path: Path | str, data: bytes | None = None) -> dict:
     else:  # no version: a TimepointID of 0 says the index counts from 0
         shift = 1 if any(p[4] == 0 for p in from_ids) else 0
     meta["planes"] = from_names | {(w, s, c, z, t + shift) for w, s, c, z, t in from_ids}
+    meta["z_spacing_um"] = _z_spacing_um(positions)
+    meta["time_interval_s"] = _time_interval_s(starts)
     for position, key in enumerate(("sites", "channels", "z", "t"), 1):
         meta[key] = {plane[position] for plane in meta["planes"]}
     return meta
+
+
+def _note_position(fields: dict[str, ET.Element], plane: tuple, positions: dict[tuple, dict[int, float]],
+                   starts: dict[int, float]) -> None:
+    """Record an image's ``PositionZ`` and acquisition time for the z spacing and time interval."""
+    well, site, channel, z, t = plane
+    position = _um(fields, "PositionZ")
+    if position is not None:
+        positions.setdefault((well, site, channel, t), {})[z] = position
+    when = _seconds(fields)
+    if when is not None:
+        starts[t] = min(when, starts.get(t, when))
 
 
 def _gaps(table: pd.DataFrame, meta: dict) -> pd.DataFrame | None:
@@ -196,6 +265,8 @@ def parse(source: PlateSource | Path, scan: FileScan | None = None) -> PlateInde
         source_format=NAME,
         channel_names=meta["channel_names"],
         pixel_size_um=meta["pixel_size_um"],
+        z_spacing_um=meta["z_spacing_um"],
+        time_interval_s=meta["time_interval_s"],
         unrecognized=unrecognized,
         gaps=_gaps(table, meta),
         image_shape=meta["image_shape"],

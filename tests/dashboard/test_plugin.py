@@ -73,8 +73,8 @@ def test_without_the_annotation_the_run_key_and_task_keys_still_draw_the_plate()
     scheduler = SimpleNamespace(extensions={}, tasks={}, plugins={})
     keys = [(f"load→write-{TOKEN}", "A01", 1), (f"finalize_well-{TOKEN}", "A01"), (f"load→write-{TOKEN}", "B02", 1),
             f"run_cell-count-{TOKEN}", ("other-1", "A01")]
-    plugin.update_graph(scheduler, client="c", keys=set(), tasks=keys, annotations={}, priority={},
-                        stimulus_id="s")
+    plugin.update_graph(scheduler, client="c", keys={f"run_cell-count-{TOKEN}"}, tasks=keys, annotations={},
+                        priority={}, stimulus_id="s")
     run = plugin.latest()
     assert (run.token, run.name, sorted(run.wells)) == (TOKEN, "cell-count", ["A01", "B02"])
     assert run.grid == (list("AB"), 3)  # the smallest standard plate holding B02: 6 wells

@@ -8,6 +8,7 @@ build takes minutes, a rebuild after a code change seconds. Everything listens o
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,12 +20,13 @@ import pytest
 
 from .conftest import PIPELINE_FILE, REPO, Reference, check, free_port, run_cli
 
-pytestmark = pytest.mark.integration
-
 BASE_IMAGE = "localhost/hcsgraph-test-base:{suite}"
 IMAGE = "localhost/hcsgraph:test"
 DEBIAN_SUITES = {(3, 11): "bookworm", (3, 13): "trixie"}  # the Debian release whose python3 is this Python's
 BUILD_TIMEOUT = 1800
+
+# the first test pays for the image build (minutes when nothing is cached): more than the suite's 300 s
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(BUILD_TIMEOUT + 600)]
 
 
 def _podman(*args: str, env: dict[str, str], timeout: float = 300, check_rc: bool = True) -> str:
@@ -139,6 +141,14 @@ def _stage_context(folder: Path) -> dict[str, str]:
     return args
 
 
+def _extras(context: Path) -> str:
+    """The extras the image gets: HCSGRAPH_TEST_IMAGE_EXTRAS, else the Containerfile's default."""
+    if os.environ.get("HCSGRAPH_TEST_IMAGE_EXTRAS") is not None:
+        return os.environ["HCSGRAPH_TEST_IMAGE_EXTRAS"]
+    text = (context / "docker" / "Containerfile").read_text()
+    return re.search(r"^ARG EXTRAS=(\S*)", text, re.MULTILINE).group(1)
+
+
 def _host_pins(context: Path) -> list[str]:
     """``name==version`` of every distribution installed here that the image's requirements pull in.
 
@@ -151,8 +161,7 @@ def _host_pins(context: Path) -> list[str]:
     from packaging.utils import canonicalize_name
 
     listed = subprocess.run([sys.executable, str(context / "docker" / "requirements.py"),
-                             str(context / "pyproject.toml"), os.environ.get("HCSGRAPH_TEST_IMAGE_EXTRAS",
-                                                                             "torch,jax,cle")],
+                             str(context / "pyproject.toml"), _extras(context)],
                             capture_output=True, text=True, check=True).stdout.split("\n")
     todo = [Requirement(line).name for line in listed if line.strip()]
     pins: dict[str, str] = {}
@@ -273,7 +282,7 @@ def test_the_image_runs_scheduler_worker_and_hcsgraph(podman_env: dict[str, str]
 
     assert run("hcsgraph", "--version").split()[-1] == __version__
     assert "dask" in run("scheduler", "--version") and "dask" in run("worker", "--version")
-    probe = ("import sys, torch, jax; from hcsgraph.memory.libraries import import_library; "
+    probe = ("import sys, torch, jax, s3fs; from hcsgraph.memory.libraries import import_library; "
              "from hcsgraph.config import MemoryType; import_library(MemoryType.PYCLESPERANTO); "
              "print('%d.%d' % sys.version_info[:2], torch.__version__)")
     if os.environ.get("HCSGRAPH_TEST_IMAGE_EXTRAS") is None:  # the documented image: torch, jax, OpenCL (PoCL)
