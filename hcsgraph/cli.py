@@ -307,6 +307,11 @@ def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwr
     _report_failures(result)
 
 
+def _physical(value: float | None, unit: str) -> str:
+    """``0.65 µm`` / ``unknown``: a pixel size, z spacing or time interval as ``info`` shows it."""
+    return "unknown" if value is None else f"{value:g} {unit}"
+
+
 @main.command()
 @click.argument("plate", type=click.Path())
 @click.option("--pattern", default=None, help="Regex with named groups for a plate in no known layout.")
@@ -327,10 +332,15 @@ def info(plate: str, pattern: str | None) -> None:
                f"channels: {table['channel'].nunique()}  z: {table['z'].nunique()}  t: {table['t'].nunique()}")
     click.echo(f"image shape: {shape}  dtype: {dtype}")
     names = getattr(index, "channel_names", None)
+    colours = getattr(index, "channel_colors", None) or {}
     if names:
-        click.echo("channels: " + ", ".join(f"{k}={v}" for k, v in sorted(names.items())))
-    if getattr(index, "pixel_size_um", None):
-        click.echo(f"pixel size: {index.pixel_size_um} µm")
+        click.echo("channels: " + ", ".join(f"{k}={v}" + (f" (#{colours[k]})" if k in colours else "")
+                                            for k, v in sorted(names.items())))
+    click.echo(f"pixel size: {_physical(getattr(index, 'pixel_size_um', None), 'µm')}")
+    if len(index.z_planes) > 1 or getattr(index, "z_spacing_um", None) is not None:
+        click.echo(f"z spacing: {_physical(getattr(index, 'z_spacing_um', None), 'µm')}")
+    if len(index.timepoints) > 1 or getattr(index, "time_interval_s", None) is not None:
+        click.echo(f"time interval: {_physical(getattr(index, 'time_interval_s', None), 's')}")
     unrecognized = getattr(index, "unrecognized", [])
     if unrecognized:
         click.echo(f"unrecognised files: {len(unrecognized)} (first: {unrecognized[0]})")

@@ -60,7 +60,7 @@ from hcsgraph.config import ZarrConfig
 from hcsgraph.io import location
 from hcsgraph.io.chunking import compressors_for, plan_chunks
 from hcsgraph.io.paths import TEMP_PREFIX
-from hcsgraph.plate.index import row_number, split_well
+from hcsgraph.plate.index import hex_colour, physical_size, row_number, split_well
 
 AXES = ("t", "c", "z", "y", "x")
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
@@ -150,11 +150,19 @@ def initial_window(dtype: Any) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def omero_metadata(channel_names: list[str], dtype: np.dtype, name: str) -> dict[str, Any]:
-    """``omero`` rendering metadata: one channel per name, a colour and the :func:`initial_window` of ``dtype``."""
+def omero_metadata(channel_names: list[str], dtype: np.dtype, name: str,
+                   colors: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """``omero`` rendering metadata: one channel per name, a colour and the :func:`initial_window` of ``dtype``.
+
+    ``colors``: the instrument's colour of each channel (``RRGGBB``, ``#RRGGBB`` or ``#AARRGGBB``; None
+    or a shorter list where it gives none); the others get :func:`channel_colour`.
+    """
     low, high = initial_window(dtype)
+    given = list(colors or [])
     channels = [
-        {"label": label, "color": channel_colour(label, i), "active": True, "coefficient": 1.0,
+        {"label": label,
+         "color": (hex_colour(given[i]) if i < len(given) else None) or channel_colour(label, i),
+         "active": True, "coefficient": 1.0,
          "family": "linear", "inverted": False, "window": {"min": low, "max": high, "start": low, "end": high}}
         for i, label in enumerate(channel_names)
     ]
@@ -162,20 +170,29 @@ def omero_metadata(channel_names: list[str], dtype: np.dtype, name: str) -> dict
 
 
 def multiscales_metadata(
-    name: str, n_levels: int, pixel_size_um: float | None, z_spacing_um: float | None, version: str
+    name: str, n_levels: int, pixel_size_um: float | None, z_spacing_um: float | None, version: str,
+    time_interval_s: float | None = None,
 ) -> dict[str, Any]:
-    """One ``multiscales`` entry: TCZYX axes and a scale transform per level (YX doubles per level)."""
+    """One ``multiscales`` entry: TCZYX axes and a scale transform per level (YX doubles per level).
+
+    The scale is ``[t, 1, z, y, x]``: ``time_interval_s`` (unit ``second``), ``z_spacing_um`` and
+    ``pixel_size_um`` (unit ``micrometer``). Where one is unknown (None) its scale is 1 and its axis has
+    no unit, so readers can tell "1 pixel" from "1 µm".
+    """
+    known = {"t": time_interval_s, "z": z_spacing_um, "y": pixel_size_um, "x": pixel_size_um}
+    units = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
     axes = []
     for axis in AXES:
         entry: dict[str, Any] = {"name": axis, "type": _AXIS_TYPES[axis]}
-        if axis in "yx" and pixel_size_um is not None or axis == "z" and z_spacing_um is not None:
-            entry["unit"] = "micrometer"
+        if known.get(axis) is not None:
+            entry["unit"] = units[axis]
         axes.append(entry)
     yx = 1.0 if pixel_size_um is None else float(pixel_size_um)
     zs = 1.0 if z_spacing_um is None else float(z_spacing_um)
+    ts = 1.0 if time_interval_s is None else float(time_interval_s)
     datasets = [
         {"path": str(level),
-         "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, zs, yx * 2**level, yx * 2**level]}]}
+         "coordinateTransformations": [{"type": "scale", "scale": [ts, 1.0, zs, yx * 2**level, yx * 2**level]}]}
         for level in range(n_levels)
     ]
     meta: dict[str, Any] = {"name": name, "axes": axes, "datasets": datasets}
@@ -221,6 +238,8 @@ def create_plate(
     n_levels: int = 1,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    time_interval_s: float | None = None,
+    channel_colors: Sequence[str | None] | None = None,
 ) -> PlateLayout:
     """Write the metadata of a whole plate and its empty arrays, before any pixels.
 
@@ -236,6 +255,10 @@ def create_plate(
     is there is complete and a partial one is never taken for a plate (nor for one hcsgraph wrote).
     ``overwrite=True`` on a URL removes the old plate's root document first, then every object under the
     prefix, then writes the new plate: there the old plate is gone before the new one is complete.
+
+    ``pixel_size_um``, ``z_spacing_um`` and ``time_interval_s`` become the fields' scale with units
+    (None: unknown, scale 1 without a unit; see :func:`multiscales_metadata`); ``channel_colors`` the
+    omero colours (one per channel name, None where the instrument gives none; see :func:`omero_metadata`).
     """
     config = zarr_config or ZarrConfig()
     version = config.ome_zarr_version
@@ -259,6 +282,11 @@ def create_plate(
         raise ValueError(f"{len(channel_names)} channel names for {shape_tczyx[1]} channels in shape_tczyx")
     if fields < 1 or n_levels < 1:
         raise ValueError(f"fields={fields} and n_levels={n_levels} must be >= 1")
+    pixel_size_um = physical_size(pixel_size_um, "pixel_size_um")
+    z_spacing_um = physical_size(z_spacing_um, "z_spacing_um")
+    time_interval_s = physical_size(time_interval_s, "time_interval_s")
+    if channel_colors is not None and len(channel_colors) > len(channel_names):
+        raise ValueError(f"{len(channel_colors)} channel colours for {len(channel_names)} channels")
     dtype = np.dtype(dtype)
     split = {w: split_well(w) for w in wells}
     if len(split) != len(wells):
@@ -283,7 +311,7 @@ def create_plate(
     well_meta = {"images": [{"path": str(f), "acquisition": 0} for f in range(fields)]}
     if version == "0.4":
         well_meta["version"] = "0.4"
-    omero = omero_metadata(channel_names, dtype, plate_name)
+    omero = omero_metadata(channel_names, dtype, plate_name, channel_colors)
     chunks, shards, array_meta = [], [], []
     for level in range(n_levels):
         shape = level_shape(shape_tczyx, level)
@@ -297,7 +325,8 @@ def create_plate(
     # serialised once and copied (the field name is substituted into a placeholder).
     row_doc = _documents(GroupMetadata(zarr_format=fmt))
     well_doc = _documents(GroupMetadata(attributes=_ome({"well": well_meta}, version), zarr_format=fmt))
-    image = {"multiscales": [multiscales_metadata(_FIELD_NAME, n_levels, pixel_size_um, z_spacing_um, version)],
+    image = {"multiscales": [multiscales_metadata(_FIELD_NAME, n_levels, pixel_size_um, z_spacing_um, version,
+                                                  time_interval_s)],
              "omero": omero}
     field_doc = _documents(GroupMetadata(attributes=_ome(image, version), zarr_format=fmt))
     level_docs = [_documents(meta) for meta in array_meta]

@@ -269,6 +269,10 @@ class OutputLayout:
         columns = list(index.columns)
         names = getattr(index, "channel_names", {}) or {}
         channel_names = [str(names.get(c, f"channel {c}")) for c in self._channels]
+        colours = getattr(index, "channel_colors", None) or {}
+        pixel_size = getattr(index, "pixel_size_um", None)
+        z_spacing = getattr(index, "z_spacing_um", None) if len(self._zs) > 1 else None
+        interval = getattr(index, "time_interval_s", None) if len(self._ts) > 1 else None
         y, x = (int(n) for n in index.image_shape)
         create_plate(
             self.image_store,
@@ -280,7 +284,10 @@ class OutputLayout:
             shape_tczyx=(len(self._ts), len(self._channels), len(self._zs), y, x),
             dtype=self.dtype,
             channel_names=channel_names,
-            pixel_size_um=getattr(index, "pixel_size_um", None),
+            channel_colors=[colours.get(c) for c in self._channels],
+            pixel_size_um=pixel_size,
+            z_spacing_um=z_spacing,
+            time_interval_s=interval,
             zarr_config=cfg.zarr,
             n_levels=self.n_levels,
             overwrite=True,
@@ -298,7 +305,8 @@ class OutputLayout:
                 fields=max(len(self._fields), 1),
                 zarr_config=cfg.zarr,
                 n_levels=self.n_levels,
-                pixel_size_um=getattr(index, "pixel_size_um", None),
+                pixel_size_um=pixel_size,
+                z_spacing_um=z_spacing,
                 storage_options=self.options,
             )
 

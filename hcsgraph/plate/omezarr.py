@@ -9,6 +9,12 @@ Every well, field and dataset path in the metadata must be a plain relative path
 plate (no ``..``, no absolute path, no symlink out of it): anything else is refused with
 :class:`PlateLayoutError` before any array is opened. The plate's image shape and dtype are the most
 common over its fields' arrays; other fields are reported in ``PlateIndex.problems``.
+
+Physical metadata come from the first field's ``multiscales``: the full-resolution dataset's ``scale``
+(times the multiscale's own, if any) on the axes that carry a ``unit`` (lengths converted to µm, times
+to seconds): x for the pixel size, z for the z spacing, t for the time interval. An axis without a unit
+says nothing (hcsgraph writes scale 1 and no unit where the size is unknown). Channel names and
+colours are the ``omero`` channels' ``label`` and ``color``.
 """
 
 from __future__ import annotations
@@ -21,12 +27,63 @@ from typing import Any
 
 import numpy as np
 
-from hcsgraph.plate.index import PlateIndex, PlateLayoutError, build_table, find_gaps, well_name
+from hcsgraph.plate.index import (
+    PlateIndex,
+    PlateLayoutError,
+    build_table,
+    find_gaps,
+    hex_colour,
+    positive_or_none,
+    well_name,
+)
 from hcsgraph.plate.problems import ODD_IMAGE, PlateProblem
 from hcsgraph.plate.reader import plane_ref
 from hcsgraph.plate.source import PlateSource, as_source
 
 NAME = "omezarr"
+_TO_UM = {"angstrom": 1e-4, "nanometer": 1e-3, "micrometer": 1.0, "micron": 1.0, "millimeter": 1e3,
+          "centimeter": 1e4, "meter": 1e6}
+_TO_S = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0, "minute": 60.0,
+         "hour": 3600.0, "day": 86400.0}
+
+
+def _scale(transforms: Any, n: int) -> list[float] | None:
+    """The product of the ``scale`` transforms in ``transforms`` (None without one, or a bad one)."""
+    found = None
+    for transform in transforms if isinstance(transforms, list) else []:
+        if isinstance(transform, dict) and transform.get("type") == "scale":
+            values = transform.get("scale")
+            if not isinstance(values, list) or len(values) != n:
+                return None
+            try:
+                found = [float(v) * (found[i] if found else 1.0) for i, v in enumerate(values)]
+            except (TypeError, ValueError):
+                return None
+    return found
+
+
+def physical_sizes(multiscale: dict[str, Any], dataset: dict[str, Any]) -> dict[str, float | None]:
+    """``pixel_size_um``, ``z_spacing_um`` and ``time_interval_s`` from a multiscale's axes units and
+    the scale of ``dataset``; None for an axis without a (known) unit."""
+    found: dict[str, float | None] = {"pixel_size_um": None, "z_spacing_um": None, "time_interval_s": None}
+    axes = multiscale.get("axes")
+    if not isinstance(axes, list) or not all(isinstance(a, dict) for a in axes):
+        return found  # 0.3 and earlier: axis names without units
+    scale = _scale(dataset.get("coordinateTransformations"), len(axes))
+    if scale is None:
+        return found
+    outer = _scale(multiscale.get("coordinateTransformations"), len(axes))
+    if outer is not None:
+        scale = [a * b for a, b in zip(scale, outer, strict=True)]
+    for axis, value in zip(axes, scale, strict=True):
+        name, unit = str(axis.get("name", "")).lower(), str(axis.get("unit") or "").lower()
+        if name == "x" and unit in _TO_UM:
+            found["pixel_size_um"] = positive_or_none(value, _TO_UM[unit])
+        elif name == "z" and unit in _TO_UM:
+            found["z_spacing_um"] = positive_or_none(value, _TO_UM[unit])
+        elif name == "t" and unit in _TO_S:
+            found["time_interval_s"] = positive_or_none(value, _TO_S[unit])
+    return found
 
 
 def _ome_from_documents(v3: bytes | None, v2: bytes | None) -> tuple[dict[str, Any], str] | None:
@@ -125,7 +182,8 @@ def parse(source: PlateSource | Path) -> PlateIndex:
     columns = [c["name"] for c in plate.get("columns", [])]
     records, unrecognized = [], []
     channel_names: dict[int, str] = {}
-    pixel_size = None
+    channel_colors: dict[int, str] = {}
+    sizes_found: dict[str, float | None] | None = None
     expected_sites = set()
     arrays: list[tuple[str, tuple[int, int], np.dtype]] = []
     wells: list[tuple[str, str, str]] = []  # (well path in the metadata, plate-relative folder, well name)
@@ -173,14 +231,16 @@ def parse(source: PlateSource | Path) -> PlateIndex:
                        np.dtype(array_meta["dtype"])))
         if not axes or len(axes) != len(shape):
             axes = list("tczyx"[-len(shape):])
-        if pixel_size is None:
-            for transform in dataset.get("coordinateTransformations", []):
-                if transform.get("type") == "scale":
-                    pixel_size = float(transform["scale"][-1])
-        if not channel_names:
+        if sizes_found is None:
+            sizes_found = physical_sizes(multiscale, dataset)
+        if not channel_names and not channel_colors:
             for c, channel in enumerate((attrs.get("omero") or {}).get("channels", []), 1):
+                if not isinstance(channel, dict):
+                    continue
                 if channel.get("label"):
                     channel_names[c] = str(channel["label"])
+                if hex_colour(channel.get("color")) is not None:
+                    channel_colors[c] = hex_colour(channel.get("color"))
         lead = axes[:-2]
         sizes = dict(zip(lead, shape[:-2], strict=True))
         array_ref = source.join(array_dir)
@@ -205,7 +265,8 @@ def parse(source: PlateSource | Path) -> PlateIndex:
         root=source.root,
         source_format=NAME,
         channel_names=channel_names,
-        pixel_size_um=pixel_size,
+        channel_colors=channel_colors,
+        **(sizes_found or {}),
         unrecognized=unrecognized,
         gaps=gaps,
         image_shape=image_shape,
