@@ -64,6 +64,7 @@ def create_labels(
     pixel_size_um: float | None = None,
     z_spacing_um: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    time_interval_s: float | None = None,
 ) -> None:
     """Add empty label images to every field of an existing plate, before any pixels.
 
@@ -87,7 +88,7 @@ def create_labels(
         }
         if version == "0.4":
             image_label["version"] = "0.4"
-        attrs = {"multiscales": [multiscales_metadata(name, n_levels, pixel_size_um, z_spacing_um, version)],
+        attrs = {"multiscales": [multiscales_metadata(name, n_levels, pixel_size_um, z_spacing_um, version, time_interval_s)],
                  "image-label": image_label}
         group_doc = _documents(GroupMetadata(attributes=_ome(attrs, version), zarr_format=fmt))
         level_docs = []

@@ -307,6 +307,7 @@ class OutputLayout:
                 n_levels=self.n_levels,
                 pixel_size_um=pixel_size,
                 z_spacing_um=z_spacing,
+                time_interval_s=interval,
                 storage_options=self.options,
             )
 

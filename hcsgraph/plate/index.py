@@ -164,17 +164,9 @@ def positive_or_none(value: Any, factor: float = 1.0) -> float | None:
         number = float(value) * factor
     except (TypeError, ValueError):
         return None
-    return number if np.isfinite(number) and number > 0 else None
-
-
-def typical_step(values: Iterable[float], decimals: int = 6) -> float | None:
-    """The median of the positive differences between the sorted distinct ``values`` (z positions,
-    time-point start times), rounded to ``decimals``; None with fewer than two distinct values."""
-    ordered = sorted({round(float(v), 9) for v in values})
-    steps = [b - a for a, b in zip(ordered, ordered[1:], strict=False) if b - a > 0]
-    if not steps:
+    if not np.isfinite(number) or number <= 0:
         return None
-    return positive_or_none(round(float(np.median(steps)), decimals))
+    return float(f"{number:.12g}")  # 2.99E-07 m → 0.299 µm, not 0.29900000000000004
 
 
 def hex_colour(value: Any) -> str | None:

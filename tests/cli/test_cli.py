@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from hcsgraph.cli import main
 from hcsgraph.plate.reader import read_plane
+from hcsgraph.plate.synthetic import make_plate
 
 from .conftest import error_line
 
@@ -25,6 +26,23 @@ def test_info_describes_the_plate(tiff_plate):
     assert "images: 8" in result.output and "wells: 2" in result.output
     assert "(96, 96)" in result.output and "uint16" in result.output
     assert "DAPI" in result.output
+
+
+def test_info_says_pixel_size_unknown_for_an_uncalibrated_plate_and_its_output(tmp_path):
+    from hcsgraph import FunctionStep, Pipeline
+    from hcsgraph.plate import open_plate
+
+    plate = make_plate(tmp_path / "plate", n_wells=1, sites=1, channels=1, size=(32, 32), seed=1)  # .HTD: no size
+    lines = CliRunner().invoke(main, ["info", str(plate.path)]).output.splitlines()
+    assert "pixel size: unknown" in lines
+    result = Pipeline([FunctionStep("gaussian_filter")], name="p").compile(
+        open_plate(plate.path), tmp_path / "out").compute(scheduler="threads")
+    output = CliRunner().invoke(main, ["info", result.image_store])
+    assert output.exit_code == 0, output.output
+    assert "pixel size: unknown" in output.output.splitlines() and "1.0 µm" not in output.output
+    given = Pipeline([FunctionStep("gaussian_filter")], name="p").compile(
+        open_plate(plate.path, pixel_size_um=0.65), tmp_path / "out2").compute(scheduler="threads")
+    assert "pixel size: 0.65 µm" in CliRunner().invoke(main, ["info", given.image_store]).output.splitlines()
 
 
 def test_info_bad_plate_path(tmp_path):
