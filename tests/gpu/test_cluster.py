@@ -54,7 +54,7 @@ def test_parse_visible_devices(value, expected):
 
 @no_driver
 def test_cpu_machine_gets_a_cpu_cluster_and_says_so(caplog):
-    with caplog.at_level(logging.WARNING, logger="hcsgraph.gpu"):
+    with caplog.at_level(logging.INFO, logger="hcsgraph.gpu"):
         cluster = local_cluster(n_workers=1, dashboard_address=":0")
     try:
         assert visible_gpus() == []

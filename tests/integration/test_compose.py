@@ -108,9 +108,8 @@ def base_image(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
 def _stage_context(folder: Path) -> dict[str, str]:
     """A build context with this checkout's files and docker/local/ filled; returns extra build arguments.
 
-    docker/local/ gets the client's ``pip freeze`` as constraints (the image gets the host's
-    versions), the CA bundle pip uses here, and the host's torch wheel when pip can fetch it from
-    its configured sources (a CPU build that is not on PyPI).
+    docker/local/ gets the host's versions of the image's dependencies as constraints, the CA
+    bundle pip uses here, and the CPU torch wheel when pip can fetch it from its configured sources.
     """
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("pyproject.toml", "README.md"):
@@ -126,34 +125,41 @@ def _stage_context(folder: Path) -> dict[str, str]:
         if bundle and Path(bundle).is_file():
             shutil.copyfile(bundle, docker / "local" / "ca.crt")
             break
-    args: dict[str, str] = {}
-    try:
-        from importlib.metadata import version
-
-        torch = version("torch")
-    except Exception:  # noqa: BLE001 - no torch here: the image fetches its own
-        return args
+    if "torch" not in _extras(folder).split(","):
+        return {}
+    # The CPU torch wheel of the Containerfile's TORCH_VERSION, when pip can fetch it from its configured
+    # sources (a build that is not on PyPI); else the build fetches it from TORCH_INDEX.
+    torch = _containerfile_default(folder, "TORCH_VERSION")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     done = subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", "-d", str(docker / "local"),
                            f"torch=={torch}"], capture_output=True, text=True, timeout=900)
-    if done.returncode == 0:
-        args.update(TORCH_VERSION=torch.split("+")[0], TORCH_INDEX="")
-    return args
+    wheels = list((docker / "local").glob("torch-*+cpu-*.whl"))
+    if done.returncode == 0 and wheels:
+        return {"TORCH_INDEX": ""}
+    for wheel in (docker / "local").glob("torch-*.whl"):  # a CUDA build: not for the CPU image
+        wheel.unlink()
+    return {}
+
+
+def _containerfile_default(context: Path, name: str) -> str:
+    """The default of build argument ``name`` in the staged Containerfile."""
+    text = (context / "docker" / "Containerfile").read_text()
+    return re.search(rf"^ARG {name}=(\S*)", text, re.MULTILINE).group(1)
 
 
 def _extras(context: Path) -> str:
     """The extras the image gets: HCSGRAPH_TEST_IMAGE_EXTRAS, else the Containerfile's default."""
     if os.environ.get("HCSGRAPH_TEST_IMAGE_EXTRAS") is not None:
         return os.environ["HCSGRAPH_TEST_IMAGE_EXTRAS"]
-    text = (context / "docker" / "Containerfile").read_text()
-    return re.search(r"^ARG EXTRAS=(\S*)", text, re.MULTILINE).group(1)
+    return _containerfile_default(context, "EXTRAS")
 
 
 def _host_pins(context: Path) -> list[str]:
     """``name==version`` of every distribution installed here that the image's requirements pull in.
 
     Only that closure, so that installing an unrelated package on the host keeps the image's
-    dependency layer cached.
+    dependency layer cached; torch and what it pulls in are left to the Containerfile (TORCH_VERSION,
+    the CPU build), whatever build of torch the host has.
     """
     from importlib import metadata
 
@@ -167,7 +173,7 @@ def _host_pins(context: Path) -> list[str]:
     pins: dict[str, str] = {}
     while todo:
         name = canonicalize_name(todo.pop())
-        if name in pins or name == "hcsgraph":
+        if name in pins or name in ("hcsgraph", "torch"):
             continue
         try:
             dist = metadata.distribution(name)
@@ -284,8 +290,8 @@ def test_the_image_runs_scheduler_worker_and_hcsgraph(podman_env: dict[str, str]
     assert "dask" in run("scheduler", "--version") and "dask" in run("worker", "--version")
     probe = ("import sys, torch, jax, s3fs; from hcsgraph.memory.libraries import import_library; "
              "from hcsgraph.config import MemoryType; import_library(MemoryType.PYCLESPERANTO); "
-             "print('%d.%d' % sys.version_info[:2], torch.__version__)")
+             "print('%d.%d' % sys.version_info[:2], torch.__version__, torch.version.cuda)")
     if os.environ.get("HCSGRAPH_TEST_IMAGE_EXTRAS") is None:  # the documented image: torch, jax, OpenCL (PoCL)
-        python, torch = run("python", "-c", probe).split()
+        python, torch, cuda = run("python", "-c", probe).split()
         assert python == f"{sys.version_info[0]}.{sys.version_info[1]}"
-        assert "cuda" not in torch
+        assert cuda == "None", f"the CPU image has a CUDA build of torch ({torch}, CUDA {cuda})"

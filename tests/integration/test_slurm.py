@@ -108,6 +108,7 @@ def _memory_mb() -> int:
 @pytest.fixture(scope="module")
 def slurm() -> Iterator[Slurm]:
     """munged, slurmctld and slurmd started in the foreground; idle node 'debug' partition; stopped afterwards."""
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (pip install 'hcsgraph[slurm]')")
     missing = [name for name in DAEMONS if not shutil.which(name)]
     if missing:
         pytest.skip(f"SLURM is not installed ({', '.join(missing)} missing; make test installs slurm-wlm and "
