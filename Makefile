@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test venv demo-deps test-deps opencl bench bench-quick lint
+.PHONY: demo test venv demo-deps test-deps opencl cluster-tools bench bench-quick lint
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,10 @@ demo-deps: $(PY)
 	$(PIP) install -e .
 
 # torch first, pinned to the CPU build, so that no extra pulls a CUDA build.
-test-deps: $(PY) opencl
+test-deps: $(PY) opencl cluster-tools
 	$(PIP) install "torch==2.13.0"
-	$(PIP) install -e ".[all]"
+	$(PIP) install -e ".[all]" "torch==2.13.0"  # the pin again: no extra may move torch to a CUDA build
+	$(PIP) install --no-deps "dask-kubernetes==2026.3.0"  # only its CRDs, the schema of docker/k8s/ (no Kubernetes client)
 
 # Debian packages for the tests: PoCL (an OpenCL runtime, so that the pyclesperanto tests run
 # for real), graphviz (for PipelineGraph.visualize) and chromium (the plate page's browser test).
@@ -29,6 +30,20 @@ opencl:
 	    echo "installing $(SYSTEM_PACKAGES)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \
 	      || echo "warning: could not install $(SYSTEM_PACKAGES); the OpenCL, visualize and browser tests will skip"; \
+	  fi; \
+	fi
+
+# Debian packages for tests/integration: podman (and what it runs with here), debootstrap (the test image's
+# base, made without a registry), slurm-wlm and munge (a single-node SLURM). Installed only when running as root.
+CLUSTER_PACKAGES := podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs containernetworking-plugins \
+	golang-github-containernetworking-plugin-dnsname iptables slurm-wlm munge
+cluster-tools:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  if ! dpkg -s $(CLUSTER_PACKAGES) >/dev/null 2>&1; then \
+	    echo "installing $(CLUSTER_PACKAGES)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(CLUSTER_PACKAGES) >/dev/null) \
+	      || echo "warning: could not install podman and SLURM; the integration tests will skip"; \
 	  fi; \
 	fi
 

@@ -28,6 +28,7 @@ from hcsgraph.config import (
     VFSConfig,
     ZarrConfig,
 )
+from hcsgraph.deploy.slurm import SlurmOptions, slurm_client_options
 
 __all__ = ["CLIError", "load_pipeline_file", "main"]
 
@@ -37,8 +38,15 @@ EXIT_STATUS = ("Exit status: 0 when every well completed; 2 for any error, inclu
 
 
 @contextlib.contextmanager
-def _client(scheduler: str | None, workers: int | None, threads: int, timeout: float) -> Iterator[Any]:
-    """A Client on ``scheduler`` (reached within ``timeout`` s), or on a local cluster of ``workers`` processes."""
+def _client(scheduler: str | None, workers: int | None, threads: int, timeout: float,
+            slurm: SlurmOptions | None = None) -> Iterator[Any]:
+    """A Client on ``scheduler`` (reached within ``timeout`` s), on SLURM worker jobs, or on a local cluster."""
+    if slurm is not None:
+        from hcsgraph.deploy.slurm import slurm_client
+
+        with slurm_client(slurm) as client:
+            yield client
+        return
     if scheduler:
         from hcsgraph.cli_scheduler import connect
 
@@ -52,6 +60,16 @@ def _client(scheduler: str | None, workers: int | None, threads: int, timeout: f
     n = workers or max(1, (os.cpu_count() or 1))
     with local_cluster(n_workers=n, threads_per_worker=threads) as cluster, Client(cluster) as client:
         yield client
+
+
+def _check_workers(client: Any, pipeline: Any) -> None:
+    """Same hcsgraph, Python and dask on client and workers, and the pipeline's array libraries: one line if not."""
+    from hcsgraph.deploy.versions import ClusterMismatchError, check_cluster, pipeline_memory_types
+
+    try:
+        check_cluster(client, pipeline_memory_types(pipeline))
+    except ClusterMismatchError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def _print_dashboard(client: Any) -> None:
@@ -280,10 +298,11 @@ def demo(wells: int, sites: int, channels: int, size: int, seed: int, backend: s
               help="Run each group's linear run of steps as one task (--no-fuse: one task per step on the dashboard).")
 @_ome_zarr_option
 @cluster_options
+@slurm_client_options
 @captured()
 def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwrite: bool, resume: bool,
         on_error: str, pattern: str | None, fuse: bool, ome_zarr_version: str | None, scheduler: str | None,
-        workers: int | None, threads_per_worker: int, timeout: float) -> None:
+        workers: int | None, threads_per_worker: int, timeout: float, slurm: SlurmOptions | None) -> None:
     """Run PIPELINE_FILE (a Python file defining `pipeline`) on PLATE."""
     _check_flags(overwrite, resume)
     pipeline = load_pipeline_file(pipeline_file)
@@ -295,8 +314,9 @@ def run(pipeline_file: str, plate: str, output: str, backend: str | None, overwr
         on_error=OnError(on_error),
         fuse_tasks=fuse,
     )
-    with _client(scheduler, workers, threads_per_worker, timeout) as client:
+    with _client(scheduler, workers, threads_per_worker, timeout, slurm) as client:
         _print_dashboard(client)
+        _check_workers(client, pipeline)
         graph = _compile(pipeline, index, output, config, overwrite=overwrite, resume=resume,
                          pipeline_file=pipeline_file)
         result = _compute(graph, client)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hcsgraph.config import MemoryType
+from hcsgraph.memory.libraries import CLE_PACKAGES, LIBRARIES
 
 __all__ = [
     "MATCHED_PACKAGES",
@@ -32,29 +33,6 @@ __all__ = [
 
 MATCHED_PACKAGES: dict[str, str] = {"hcsgraph": "exact", "dask": "minor", "distributed": "minor"}
 """Distributions whose versions must agree: exactly, or in their first two parts (``2026.8``)."""
-
-GPU_MEMORY_TYPES = frozenset(
-    {MemoryType.CUPY, MemoryType.TORCH, MemoryType.TENSORFLOW, MemoryType.JAX, MemoryType.PYCLESPERANTO}
-)
-"""Memory types whose tasks go to the workers offering ``GPU`` when the cluster has such workers."""
-
-_MODULE_ALTERNATIVES: dict[MemoryType, tuple[str, ...]] = {
-    MemoryType.NUMPY: ("numpy",),
-    MemoryType.CUPY: ("cupy",),
-    MemoryType.TORCH: ("torch",),
-    MemoryType.TENSORFLOW: ("tensorflow",),
-    MemoryType.JAX: ("jax",),
-    MemoryType.PYCLESPERANTO: ("pyclesperanto", "pyclesperanto_prototype"),
-}
-_EXTRAS: dict[MemoryType, str] = {
-    MemoryType.NUMPY: "",
-    MemoryType.CUPY: "gpu",
-    MemoryType.TORCH: "torch",
-    MemoryType.TENSORFLOW: "tf",
-    MemoryType.JAX: "jax",
-    MemoryType.PYCLESPERANTO: "cle",
-}
-
 
 @dataclass(frozen=True)
 class Mismatch:
@@ -123,7 +101,8 @@ def local_report(modules: Iterable[str] = ()) -> dict[str, Any]:
 def required_modules(memory_types: Iterable[MemoryType | str]) -> dict[MemoryType, tuple[str, ...]]:
     """For each memory type (numpy always included), the modules of which one must be importable."""
     types_ = {MemoryType(t) for t in memory_types} | {MemoryType.NUMPY}
-    return {t: _MODULE_ALTERNATIVES[t] for t in sorted(types_, key=lambda t: t.value)}
+    return {t: CLE_PACKAGES if t is MemoryType.PYCLESPERANTO else (LIBRARIES[t].import_name,)
+            for t in sorted(types_, key=lambda t: t.value)}
 
 
 def pipeline_memory_types(pipeline: Any) -> set[MemoryType]:
@@ -155,6 +134,8 @@ def compare_reports(client: Mapping[str, Any], workers: Mapping[str, Any],
     ``needs``: modules per memory type (:func:`required_modules`). ``gpu_workers``: the workers
     offering ``GPU``; when there are any, GPU-typed memory types are needed only on them.
     """
+    from hcsgraph.pipeline.compiler import GPU_CAPABLE  # types whose tasks go to GPU workers when any exist
+
     gpu_workers = set(gpu_workers)
     mismatches: list[Mismatch] = []
     for worker, report in sorted(workers.items()):
@@ -162,12 +143,13 @@ def compare_reports(client: Mapping[str, Any], workers: Mapping[str, Any],
             mismatches.append(Mismatch(worker, "python", f"the version probe failed there ({type(report).__name__}: "
                                        f"{report})", "check the worker's Python environment"))
             continue
-        mismatches.extend(_compare_one(worker, client, report, needs, gpu_workers))
+        mismatches.extend(_compare_one(worker, client, report, needs, gpu_workers, frozenset(GPU_CAPABLE)))
     return mismatches
 
 
 def _compare_one(worker: str, client: Mapping[str, Any], report: Mapping[str, Any],
-                 needs: Mapping[MemoryType, tuple[str, ...]], gpu_workers: set[str]) -> list[Mismatch]:
+                 needs: Mapping[MemoryType, tuple[str, ...]], gpu_workers: set[str],
+                 gpu_types: frozenset[MemoryType]) -> list[Mismatch]:
     out: list[Mismatch] = []
     for name, how in MATCHED_PACKAGES.items():
         want, got = client["versions"].get(name), report["versions"].get(name)
@@ -187,13 +169,12 @@ def _compare_one(worker: str, client: Mapping[str, Any], report: Mapping[str, An
                             "pipeline functions travel pickled and need the same Python minor version on client "
                             f"and workers (e.g. build the image FROM python:{_version_key(mine, 'minor')}-slim)"))
     for memory_type, modules in needs.items():
-        if memory_type in GPU_MEMORY_TYPES and gpu_workers and worker not in gpu_workers:
+        if memory_type in gpu_types and gpu_workers and worker not in gpu_workers:
             continue  # its tasks go to the GPU workers only
         if memory_type is MemoryType.CUPY and not gpu_workers:
             continue  # no GPU worker: compile runs the numpy versions (or refuses)
         if not any(report["modules"].get(m) for m in modules):
-            extra = _EXTRAS[memory_type]
-            hint = f"pip install hcsgraph[{extra}]" if extra else f"pip install {modules[0]}"
+            hint = "pip install numpy" if memory_type is MemoryType.NUMPY else LIBRARIES[memory_type].install_hint
             out.append(Mismatch(worker, modules[0], f"{' or '.join(modules)} is not installed there",
                                 f"the pipeline's {memory_type.value} steps need it: {hint} on the workers"))
     return out
