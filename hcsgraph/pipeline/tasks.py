@@ -482,7 +482,7 @@ def write_group(ctx: GroupContext, spec: WriteSpec, *sources: Any) -> WriteRecei
         if spec.guard is not None:
             spec.guard.check()
         if spec.backend == "zarr":
-            _write_zarr(ctx, spec, planes)
+            _write_zarr(ctx, spec, stacks, picks)
         else:
             from hcsgraph.io.tiff import write_tiff_atomic
 
@@ -528,7 +528,8 @@ def _final_stack(ctx: GroupContext, spec: WriteSpec, data: Any) -> np.ndarray:
     )
 
 
-def _write_zarr(ctx: GroupContext, spec: WriteSpec, planes: list[np.ndarray]) -> None:
+def _write_zarr(ctx: GroupContext, spec: WriteSpec, stacks: list[np.ndarray],
+                picks: tuple[tuple[int, int], ...]) -> None:
     """Every plane of a field in one call, so that a chunk shared by planes is written once."""
     from hcsgraph.io.omezarr import write_planes
 
@@ -537,11 +538,19 @@ def _write_zarr(ctx: GroupContext, spec: WriteSpec, planes: list[np.ndarray]) ->
         by_field.setdefault(target.field, []).append(i)
     arrays: dict = {}
     for field_index, items in by_field.items():
-        data = np.stack([planes[i] for i in items])
+        data = _planes_of(stacks, [picks[i] for i in items])
         where = [(spec.targets[i].t, spec.targets[i].c, spec.targets[i].z) for i in items]
         write_planes(spec.store, ctx.well, field_index, where, data, n_levels=spec.n_levels,
                      downsample=spec.downsample, arrays=arrays, image=spec.image,
                      storage_options=spec.storage_options)
+
+
+def _planes_of(stacks: list[np.ndarray], picks: list[tuple[int, int]]) -> np.ndarray:
+    """``[N, Y, X]`` of the picked slices: a view when they are consecutive slices of one stack."""
+    source, first = picks[0]
+    if all(s == source and i == first + k for k, (s, i) in enumerate(picks)):
+        return stacks[source][first:first + len(picks)]
+    return np.stack([stacks[s][i] for s, i in picks])
 
 
 def _windows(spec: WriteSpec, planes: list[np.ndarray]) -> tuple[tuple[int, float, float], ...]:

@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 import zarr
 
-from hcsgraph import FunctionStep, GlobalPipelineConfig, GPUConfig, Pipeline, ZarrConfig
+from hcsgraph import FunctionStep, GlobalPipelineConfig, GPUConfig, Pipeline, VFSConfig, ZarrConfig
 from hcsgraph.memory import torch as torch_type
 from hcsgraph.pipeline.errors import PipelineCompileError
 from hcsgraph.pipeline.output_state import ResumeMismatchError
 from hcsgraph.plate.synthetic import make_plate
+
+from .conftest import output_digest
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +287,32 @@ def test_dict_step_that_changes_one_channel_dtype_is_promoted(plate, tmp_path):
     table = (index or open_plate(plate.path)).table
     row = table[(table["well"] == "A01") & (table["site"] == 1) & (table["channel"] == 2)].iloc[0]
     np.testing.assert_array_equal(data["A/1/0/0"][0, 1, 0], imread(row["path"]).astype(np.int32))
+
+
+WRITE_OPTIONS = {
+    "zarr-0.4-well-pyramid": GlobalPipelineConfig(zarr=ZarrConfig(ome_zarr_version="0.4", chunk_strategy="well",
+                                                                  pyramid_levels=2)),
+    "zarr-0.5-field-zstd": GlobalPipelineConfig(zarr=ZarrConfig(chunk_strategy="field", compressor="zstd",
+                                                                compression_level=3)),
+    "tiff": GlobalPipelineConfig(vfs=VFSConfig(materialization_backend="disk")),
+}
+LABELLED = Pipeline([FunctionStep("gaussian_filter", sigma=1), FunctionStep("threshold_otsu"),
+                     FunctionStep("label", output="labels:nuclei"), FunctionStep("count_cells")], name="labelled")
+
+
+@pytest.mark.parametrize("option", sorted(WRITE_OPTIONS))
+def test_every_write_option_writes_the_same_bytes_threaded_on_a_cluster_and_resumed(zplate, tmp_path, client,
+                                                                                     option):
+    """Images, label images, tables: byte for byte the same on the threaded scheduler, on a LocalCluster,
+    and when a cluster run resumes a run that lost a well."""
+    cfg = WRITE_OPTIONS[option]
+    threaded = LABELLED.compile(zplate.path, tmp_path / "threaded", cfg).compute(scheduler="threads")
+    on_cluster = LABELLED.compile(zplate.path, tmp_path / "cluster", cfg).compute()
+    assert threaded.ok and on_cluster.ok
+    expected = output_digest(tmp_path / "threaded")
+    assert len([p for p in expected if "labels" in p]) > 0 and "cell_counts.csv" in expected
+    assert output_digest(tmp_path / "cluster") == expected
+    os.remove(tmp_path / "cluster" / ".hcsgraph" / "wells" / "A02.json")
+    resumed = LABELLED.compile(zplate.path, tmp_path / "cluster", cfg, resume=True).compute()
+    assert resumed.ok and list(resumed.wells["status"]) == ["skipped", "complete"]
+    assert output_digest(tmp_path / "cluster") == expected
