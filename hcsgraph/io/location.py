@@ -58,7 +58,7 @@ from hcsgraph.io.errors import (
     StorageIsADirectoryError,
     StorageNotADirectoryError,
 )
-from hcsgraph.io.paths import TEMP_PREFIX, natural_sort
+from hcsgraph.io.paths import _URL_RE, is_temporary, natural_sort, split_url
 
 PathLike = str | os.PathLike[str]
 
@@ -80,7 +80,6 @@ times out reading, plus the back-off between tries (< 1 s) and the client's set-
 MARKER_SUFFIX = "/"
 """Object stores: the key ``<dir>/`` (empty) marks a directory made by :func:`makedirs`."""
 
-_URL_RE = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.DOTALL)
 _USERINFO_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]+)@")
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "credential", "signature", "sas", "private")
 _SECRET_NAMES = frozenset({"key", "account_key", "access_key", "access_key_id", "aws_access_key_id",
@@ -98,11 +97,8 @@ def protocol(path: PathLike) -> str | None:
         path = os.fspath(path)
     if not isinstance(path, str):
         return None
-    match = _URL_RE.match(path)
-    if match is None:
-        return None
-    name = match["protocol"].lower()
-    return None if name in ("file", "local") else name
+    url = split_url(path)
+    return None if url is None else url[0].lower()
 
 
 def is_url(path: PathLike) -> bool:
@@ -546,7 +542,7 @@ def isfile(path: PathLike, storage_options: Mapping[str, Any] | None = None) -> 
 
 
 def _visible(name: str) -> bool:
-    return bool(name) and not name.startswith(TEMP_PREFIX)
+    return bool(name) and not is_temporary(name)
 
 
 def listdir(path: PathLike, storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -634,22 +630,27 @@ def find(path: PathLike, storage_options: Mapping[str, Any] | None = None) -> di
                     found[key] = os.path.getsize(os.path.join(folder, file))
         return found
     fs, fs_path, url = _remote(text, storage_options)
+    return _walk(fs, fs_path, url, storage_options)[0]
+
+
+def _walk(fs: Any, fs_path: str, url: str, options: Mapping[str, Any] | None) -> tuple[dict[str, int], list[str]]:
+    """``(files as :func:`find` gives them, every directory-marker key)`` below ``fs_path``: one listing."""
     try:
         entries = fs.find(fs_path, detail=True, withdirs=False)
     except FileNotFoundError:
-        return {}
+        return {}, []
     except Exception as exc:  # noqa: BLE001
-        raise _error(exc, url, storage_options, "cannot list the directory") from None
+        raise _error(exc, url, options, "cannot list the directory") from None
     prefix = fs_path.rstrip("/") + "/"
     found = {}
     for full, entry in entries.items():
         if not full.startswith(prefix) or full.endswith(MARKER_SUFFIX) or entry.get("type") == "directory":
             continue
         rel = full[len(prefix):]
-        if any(part.startswith(TEMP_PREFIX) for part in rel.split("/")):
+        if any(is_temporary(part) for part in rel.split("/")):
             continue
         found[rel] = int(entry.get("size") or 0)
-    return found
+    return found, [k for k in entries if k.endswith(MARKER_SUFFIX)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -884,23 +885,12 @@ def remove(path: PathLike, storage_options: Mapping[str, Any] | None = None, *, 
         raise StorageDirectoryNotEmptyError("cannot remove: the directory is not empty; pass recursive=True",
                                             path=redact(url), backend=protocol(url))
     if protocol(url) in OBJECT_STORE_PROTOCOLS:
-        keys = [f"{fs_path}/{rel}" for rel in find(text, storage_options)]
+        files, markers = _walk(fs, fs_path, url, storage_options)
         marker = fs_path + MARKER_SUFFIX
-        keys += [k for k in _markers(fs, fs_path, url, storage_options) if k != marker] + [marker]
+        keys = [f"{fs_path}/{rel}" for rel in files] + [k for k in markers if k != marker] + [marker]
         _call("cannot remove", url, storage_options, _rm_keys, fs, keys)
     else:
         _call("cannot remove", url, storage_options, fs.rm, fs_path, recursive=True)
-
-
-def _markers(fs: Any, fs_path: str, url: str, options: Mapping[str, Any] | None) -> list[str]:
-    """Every directory-marker key below ``fs_path`` (one listing)."""
-    try:
-        entries = fs.find(fs_path, detail=True, withdirs=False)
-    except FileNotFoundError:
-        return []
-    except Exception as exc:  # noqa: BLE001
-        raise _error(exc, url, options, "cannot list the directory") from None
-    return [k for k in entries if k.endswith(MARKER_SUFFIX)]
 
 
 def _rm_keys(fs: Any, keys: list[str]) -> None:
@@ -962,14 +952,15 @@ def copy(src: PathLike, dst: PathLike, storage_options: Mapping[str, Any] | None
     if found["type"] == "file":
         _call("cannot copy", url, storage_options, _copy_objects, fs, [(src_path, dst_path)])
         return
-    files = [(f"{src_path}/{k}", f"{dst_path}/{k}") for k in find(a, storage_options)]
+    found_files, found_markers = _walk(fs, src_path, url, storage_options)
+    files = [(f"{src_path}/{k}", f"{dst_path}/{k}") for k in found_files]
     if protocol(url) not in OBJECT_STORE_PROTOCOLS:
         _call("cannot copy", url, storage_options, fs.makedirs, dst_path, exist_ok=True)
         for _, target in files:
             _call("cannot copy", url, storage_options, fs.makedirs, fs._parent(target), exist_ok=True)
         _call("cannot copy", url, storage_options, _copy_objects, fs, files)
         return
-    markers = [dst_path + k[len(src_path):] for k in _markers(fs, src_path, url, storage_options)]
+    markers = [dst_path + k[len(src_path):] for k in found_markers]
     if not files and not markers:
         markers = [dst_path + MARKER_SUFFIX]
     _call("cannot copy", url, storage_options, _copy_objects, fs, files, markers)

@@ -58,8 +58,8 @@ from zarr.core.sync import sync
 
 from hcsgraph.config import ZarrConfig
 from hcsgraph.io import location
+from hcsgraph.io.atomic import temporary_name
 from hcsgraph.io.chunking import compressors_for, plan_chunks
-from hcsgraph.io.paths import TEMP_PREFIX
 from hcsgraph.plate.index import hex_colour, physical_size, row_number, split_well
 
 AXES = ("t", "c", "z", "y", "x")
@@ -616,14 +616,13 @@ def _write_regions(array: zarr.Array, planes: list[Plane], stack: np.ndarray, ur
     async def write_all() -> None:
         await asyncio.gather(*(region(key, members) for key, members in groups.items()))
 
-    if url is None:
-        sync(write_all())
-        return
     try:
         sync(write_all())
     except location.StorageError:
         raise
     except Exception as exc:  # a store failure: reported with the URL, never a secret
+        if url is None:
+            raise
         raise location.error_for(exc, f"{url}/{array.path}", storage_options, "cannot write the planes") from None
 
 
@@ -700,20 +699,15 @@ def write_field(
 
 def _group_document(folder: Path, version: str) -> tuple[Path, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(file, document, attributes, OME attributes)`` of a group, as stored for ``version``."""
-    if version == "0.5":
-        file = folder / "zarr.json"
-        document = json.loads(file.read_bytes())
-        attrs = document.setdefault("attributes", {})
-        return file, document, attrs, attrs.get("ome", {})
-    file = folder / ".zattrs"
+    file = folder / ("zarr.json" if version == "0.5" else ".zattrs")
     document = json.loads(file.read_bytes())
-    return file, document, document, document
+    return file, document, *_document_parts(document, version)
 
 
 def _replace_json(file: Path, document: dict[str, Any]) -> None:
     """Rewrite a JSON file atomically (a temporary sibling renamed over it), keeping its permissions."""
     mode = stat.S_IMODE(os.stat(file).st_mode)
-    tmp = file.with_name(f"{TEMP_PREFIX}{file.name}-{uuid.uuid4().hex[:12]}")
+    tmp = temporary_name(os.fspath(file))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
