@@ -85,12 +85,6 @@ def parse_htd_text(text: str) -> dict[str, list[str]]:
     return values
 
 
-def parse_htd(path: Path) -> dict[str, list[str]]:
-    """The ``.HTD`` key/value lines of a local file (see :func:`parse_htd_text`)."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        return parse_htd_text(handle.read())
-
-
 def _int(htd: dict[str, list[str]], key: str, default: int) -> int:
     try:
         return int(htd[key][0])

@@ -17,7 +17,6 @@ from natsort import natsorted
 
 from hcsgraph.io import location
 from hcsgraph.plate.problems import UNRECOGNIZED, PlateProblem, summarize
-from hcsgraph.plate.scan import scan_files
 
 log = logging.getLogger(__name__)
 
@@ -366,14 +365,6 @@ class PlateIndex:
 
 # Files that sit beside images and are not images themselves: never reported as unrecognised.
 METADATA_SUFFIXES = (".htd", ".xml", ".csv", ".json", ".txt", ".log", ".db", ".md", ".ini", ".xsd", ".dtd")
-
-
-def walk_files(root: str) -> list[str]:
-    """Every regular file under ``root`` as a '/'-separated relative path; hidden entries skipped.
-
-    See :func:`hcsgraph.plate.scan.scan_files` for the same list with the problems met on the way.
-    """
-    return scan_files(root).files
 
 
 def is_metadata_file(name: str) -> bool:

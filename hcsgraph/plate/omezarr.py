@@ -99,27 +99,23 @@ def _ome_from_documents(v3: bytes | None, v2: bytes | None) -> tuple[dict[str, A
     return None
 
 
-def read_ome_attrs(group_dir: Path) -> tuple[dict[str, Any], str] | None:
-    """The OME attributes of a Zarr group directory and their NGFF version, or None if not a group."""
-    v3 = group_dir / "zarr.json"
-    if v3.is_file():
-        return _ome_from_documents(v3.read_bytes(), None)
-    v2 = group_dir / ".zattrs"
-    if v2.is_file():
-        return _ome_from_documents(None, v2.read_bytes())
-    return None
-
-
 def _read_groups(source: PlateSource, groups: list[str]) -> dict[str, tuple[dict[str, Any], str] | None]:
-    """:func:`read_ome_attrs` of many groups (paths relative to the plate): ``zarr.json`` of all at once,
+    """The OME attributes and NGFF version (None: not a group) of many groups (paths relative to the plate): ``zarr.json`` of all at once,
     then ``.zattrs`` of those without one (URLs: concurrent requests, two rounds at most)."""
-    def key(group: str, name: str) -> str:
-        return f"{group}/{name}" if group else name
+    found = _documents(source, groups, ".zattrs")
+    return {g: _ome_from_documents(*found[g]) for g in groups}
 
-    v3 = source.read_optional(key(g, "zarr.json") for g in groups)
-    rest = [g for g in groups if v3.get(key(g, "zarr.json")) is None]
-    v2 = source.read_optional(key(g, ".zattrs") for g in rest) if rest else {}
-    return {g: _ome_from_documents(v3.get(key(g, "zarr.json")), v2.get(key(g, ".zattrs"))) for g in groups}
+
+def _documents(source: PlateSource, folders: list[str], v2_name: str) -> dict[str, tuple[bytes | None, bytes | None]]:
+    """``{folder: (zarr.json bytes, v2_name bytes)}`` (None: absent); the v2 document is read only for the
+    folders without a ``zarr.json`` (URLs: concurrent requests, two rounds at most)."""
+    def key(folder: str, name: str) -> str:
+        return f"{folder}/{name}" if folder else name
+
+    v3 = source.read_optional(key(f, "zarr.json") for f in folders)
+    rest = [f for f in folders if v3.get(key(f, "zarr.json")) is None]
+    v2 = source.read_optional(key(f, v2_name) for f in rest) if rest else {}
+    return {f: (v3.get(key(f, "zarr.json")), v2.get(key(f, v2_name))) for f in folders}
 
 
 def _escapes(text: str) -> bool:
@@ -278,12 +274,11 @@ def parse(source: PlateSource | Path) -> PlateIndex:
 
 def _array_metas(source: PlateSource, array_dirs: list[str]) -> dict[str, dict[str, Any]]:
     """Shape and dtype text of Zarr arrays from their metadata (v3 ``zarr.json`` or v2 ``.zarray``)."""
-    v3 = source.read_optional(f"{a}/zarr.json" for a in array_dirs)
-    rest = [a for a in array_dirs if v3.get(f"{a}/zarr.json") is None]
-    v2 = source.read_optional(f"{a}/.zarray" for a in rest) if rest else {}
+    found = _documents(source, array_dirs, ".zarray")
     out = {}
     for a in array_dirs:
-        raw = v3.get(f"{a}/zarr.json") or v2.get(f"{a}/.zarray")
+        v3, v2 = found[a]
+        raw = v3 or v2
         if raw is None:
             raise PlateLayoutError(f"no Zarr array at {source.join(a)}")
         meta = json.loads(raw)

@@ -189,10 +189,23 @@ def _read_tiff(path: str, out: np.ndarray | None = None, casting: str = "safe", 
         raise PlateReadError(path, "file not found") from exc
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many types
         raise _tiff_error(path, exc) from exc
-    if out is not None:
-        out[...] = data
-        return out
-    return data
+    return _fill(data, out)
+
+
+def _fill(data: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``data`` copied into ``out`` (cast) and ``out`` returned; ``data`` itself without ``out``."""
+    if out is None:
+        return data
+    out[...] = data
+    return out
+
+
+def _decoded(path: str, data: np.ndarray, out: np.ndarray | None, casting: str) -> np.ndarray:
+    """A plane another decoder gave: refused unless 2D and fitting ``out`` (see :func:`check_plane`)."""
+    if data.ndim != 2:
+        raise PlateReadError(path, f"expected one 2D plane, found shape {data.shape}")
+    check_plane(path, data.shape, data.dtype, out, casting)
+    return _fill(data, out)
 
 
 def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, casting: str = "safe",
@@ -238,13 +251,8 @@ def read_plane(path: str | os.PathLike, out: np.ndarray | None = None, *, castin
             data = np.asarray(iio.imread(path))
         except Exception as exc:  # noqa: BLE001
             raise PlateReadError(path, f"{type(exc).__name__}: {exc}") from exc
-        if data.ndim != 2:
-            raise PlateReadError(path, f"expected one 2D plane, found shape {data.shape}")
-        check_plane(path, data.shape, data.dtype, out, casting)
-    if out is not None:
-        out[...] = data
-        return out
-    return data
+        return _decoded(path, data, out, casting)
+    return _fill(data, out)
 
 
 def _read_remote_file(path: str, out: np.ndarray | None, casting: str,
@@ -260,13 +268,7 @@ def _read_remote_file(path: str, out: np.ndarray | None, casting: str,
         data = np.asarray(iio.imread(raw, extension=os.path.splitext(path)[1].lower() or None))
     except Exception as exc:  # noqa: BLE001
         raise PlateReadError(shown, f"{type(exc).__name__}: {exc}") from exc
-    if data.ndim != 2:
-        raise PlateReadError(shown, f"expected one 2D plane, found shape {data.shape}")
-    check_plane(shown, data.shape, data.dtype, out, casting)
-    if out is not None:
-        out[...] = data
-        return out
-    return data
+    return _decoded(shown, data, out, casting)
 
 
 REMOTE_HEADER_BLOCK = 256 * 1024

@@ -29,6 +29,10 @@ RUN_STATE_DIR = ".hcsgraph"
 RUN_MANIFEST = "run.json"
 RUN_IMAGE_STORES = ("plate.ome.zarr", "images")
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+# The details of the folders skipped (also in a URL plate's listing, see hcsgraph.plate.source).
+OUTPUT_FOLDER_DETAIL = "an hcsgraph output folder (run.json or its images next to .hcsgraph); open it directly to use it"
+OUTPUT_IMAGES_DETAIL = "the images of an hcsgraph run written into this folder"
+ZARR_STORE_DETAIL = "a Zarr store inside a plate of image files; open it directly to use it"
 
 
 @dataclass
@@ -51,9 +55,9 @@ def is_hcsgraph_output(directory: str | os.PathLike) -> bool:
 def _skip_reason(directory: str) -> tuple[str, str] | None:
     """(kind, detail) when a sub-folder of a plate is not plate input."""
     if is_hcsgraph_output(directory):
-        return SKIPPED_OUTPUT, "an hcsgraph output folder (run.json or its images next to .hcsgraph); open it directly to use it"
+        return SKIPPED_OUTPUT, OUTPUT_FOLDER_DETAIL
     if any(os.path.exists(os.path.join(directory, marker)) for marker in ZARR_MARKERS):
-        return SKIPPED_ZARR, "a Zarr store inside a plate of image files; open it directly to use it"
+        return SKIPPED_ZARR, ZARR_STORE_DETAIL
     return None
 
 
@@ -103,7 +107,7 @@ def scan_files(root: str | os.PathLike) -> FileScan:
                             scan.files.append(name)
                     elif entry.is_dir(follow_symlinks=False):
                         if output_here and entry.name in RUN_IMAGE_STORES:
-                            note(SKIPPED_OUTPUT, name, "the images of an hcsgraph run written into this folder")
+                            note(SKIPPED_OUTPUT, name, OUTPUT_IMAGES_DETAIL)
                             continue
                         if skipped := _skip_reason(entry.path):
                             note(skipped[0], name, skipped[1])

@@ -26,10 +26,13 @@ from typing import Any
 from hcsgraph.io import location
 from hcsgraph.plate.problems import SKIPPED_OUTPUT, SKIPPED_ZARR, PlateProblem
 from hcsgraph.plate.scan import (
+    OUTPUT_FOLDER_DETAIL,
+    OUTPUT_IMAGES_DETAIL,
     RUN_IMAGE_STORES,
     RUN_MANIFEST,
     RUN_STATE_DIR,
     ZARR_MARKERS,
+    ZARR_STORE_DETAIL,
     FileScan,
     scan_files,
 )
@@ -218,17 +221,13 @@ def scan_listing(listing: Iterable[str]) -> FileScan:
                 continue
             full = f"{folder}/{child}" if folder else child
             if output_here and child in RUN_IMAGE_STORES:
-                scan.problems.append(PlateProblem(SKIPPED_OUTPUT, full, "the images of an hcsgraph run written into "
-                                                                        "this folder"))
+                scan.problems.append(PlateProblem(SKIPPED_OUTPUT, full, OUTPUT_IMAGES_DETAIL))
                 skipped.add(full)
             elif is_output(full):
-                scan.problems.append(PlateProblem(SKIPPED_OUTPUT, full, "an hcsgraph output folder (run.json or its "
-                                                                        "images next to .hcsgraph); open it directly "
-                                                                        "to use it"))
+                scan.problems.append(PlateProblem(SKIPPED_OUTPUT, full, OUTPUT_FOLDER_DETAIL))
                 skipped.add(full)
             elif any(has_file(full, marker) for marker in ZARR_MARKERS):
-                scan.problems.append(PlateProblem(SKIPPED_ZARR, full, "a Zarr store inside a plate of image files; "
-                                                                      "open it directly to use it"))
+                scan.problems.append(PlateProblem(SKIPPED_ZARR, full, ZARR_STORE_DETAIL))
                 skipped.add(full)
             else:
                 pending.append(full)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from hcsgraph.io.atomic import write_text_atomic
 from hcsgraph.plate.index import PlateIndex, row_letter, row_number, split_well
 
 LAYOUTS = ("imagexpress", "operaphenix", "cellvoyager")
@@ -171,23 +171,29 @@ def _place_with_pairs(rng: np.random.Generator, shape: tuple[int, int], target: 
                    rng.uniform(0.6, 1.4, n), np.asarray(pairs, dtype=np.int64))
 
 
+def _rim_distance(shape: tuple[int, int], y: float, x: float, ry: float, rx: float, angle: float,
+                  half: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The window ``(y0, y1, x0, x1)`` of ``half`` pixels around an ellipse's centre (clipped to the
+    image) and the signed distance of its pixels to the ellipse's rim, in pixels (negative inside)."""
+    h, w = shape
+    y0, y1 = max(0, int(y) - half), min(h, int(y) + half + 1)
+    x0, x1 = max(0, int(x) - half), min(w, int(x) + half + 1)
+    dy = np.arange(y0, y1)[:, None] - y
+    dx = np.arange(x0, x1)[None, :] - x
+    cos, sin = np.cos(angle), np.sin(angle)
+    u = (dy * cos + dx * sin) / ry
+    v = (-dy * sin + dx * cos) / rx
+    return (y0, y1, x0, x1), (np.sqrt(u * u + v * v) - 1.0) * min(ry, rx)
+
+
 def _owners(nuclei: _Nuclei, shape: tuple[int, int], margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the nucleus (1-based) whose rim is nearest within ``margin`` pixels outside it (0:
     none) and the signed distance to that rim in pixels (negative inside)."""
-    h, w = shape
     rim = np.full(shape, np.inf)
     owner = np.zeros(shape, dtype=np.int32)
     for i, (y, x, ry, rx, angle) in enumerate(zip(nuclei.y, nuclei.x, nuclei.ry, nuclei.rx, nuclei.angle,
                                                   strict=True), start=1):
-        half = int(np.ceil(max(ry, rx) + margin)) + 2
-        y0, y1 = max(0, int(y) - half), min(h, int(y) + half + 1)
-        x0, x1 = max(0, int(x) - half), min(w, int(x) + half + 1)
-        dy = np.arange(y0, y1)[:, None] - y
-        dx = np.arange(x0, x1)[None, :] - x
-        cos, sin = np.cos(angle), np.sin(angle)
-        u = (dy * cos + dx * sin) / ry
-        v = (-dy * sin + dx * cos) / rx
-        dist = (np.sqrt(u * u + v * v) - 1.0) * min(ry, rx)  # as _render measures it
+        (y0, y1, x0, x1), dist = _rim_distance(shape, y, x, ry, rx, angle, int(np.ceil(max(ry, rx) + margin)) + 2)
         window = rim[y0:y1, x0:x1]
         closer = (dist < window) & (dist < margin)
         window[closer] = dist[closer]
@@ -241,19 +247,10 @@ def _render(
     rng: np.random.Generator, gradient: tuple[float, float],
 ) -> np.ndarray:
     """Expected photon counts: background with a gentle gradient plus soft-edged nuclei, each in its own window."""
-    h, w = shape
     image = _background(shape, background, gradient)
     for y, x, ry, rx, angle, bright in zip(nuclei.y, nuclei.x, nuclei.ry, nuclei.rx, nuclei.angle,
                                            nuclei.brightness, strict=True):
-        half = int(np.ceil(max(ry, rx) + 4 * edge)) + 1
-        y0, y1 = max(0, int(y) - half), min(h, int(y) + half + 1)
-        x0, x1 = max(0, int(x) - half), min(w, int(x) + half + 1)
-        dy = np.arange(y0, y1)[:, None] - y
-        dx = np.arange(x0, x1)[None, :] - x
-        cos, sin = np.cos(angle), np.sin(angle)
-        u = (dy * cos + dx * sin) / ry
-        v = (-dy * sin + dx * cos) / rx
-        dist = (np.sqrt(u * u + v * v) - 1.0) * min(ry, rx)  # signed distance to the rim, in pixels
+        (y0, y1, x0, x1), dist = _rim_distance(shape, y, x, ry, rx, angle, int(np.ceil(max(ry, rx) + 4 * edge)) + 1)
         texture = 1.0 + 0.08 * rng.standard_normal(dist.shape)
         image[y0:y1, x0:x1] += peak * bright * texture / (1.0 + np.exp(dist / edge))
     return image
@@ -278,13 +275,6 @@ def _levels(dtype: np.dtype) -> tuple[float, float]:
     if np.issubdtype(dtype, np.integer) and np.iinfo(dtype).max <= 255:
         return 12.0, 120.0
     return 100.0, 900.0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def make_plate(
@@ -394,15 +384,15 @@ def make_plate(
         _write_cellvoyager(root, truth, names, pixel_size_um, shape)
     else:
         _write_phenix_index(image_dir / "Index.idx.xml", plate_name, truth, plate_format, names, pixel_size_um, shape)
-    _write_atomic(root / GROUND_TRUTH_JSON, json.dumps({
+    write_text_atomic(root / GROUND_TRUTH_JSON, json.dumps({
         "plate": plate_name, "layout": layout, "seed": seed, "size": list(shape), "dtype": dtype.name,
         "channel_names": channel_map, "pixel_size_um": pixel_size_um, "images": truth.to_dict(orient="records"),
-    }, indent=1))
-    _write_atomic(root / GROUND_TRUTH_CSV, truth.to_csv(index=False))
+    }, indent=1), fsync=False)
+    write_text_atomic(root / GROUND_TRUTH_CSV, truth.to_csv(index=False), fsync=False)
     objects = None
     if with_objects:
         objects = pd.DataFrame(object_rows)
-        _write_atomic(root / GROUND_TRUTH_OBJECTS_CSV, objects.to_csv(index=False))
+        write_text_atomic(root / GROUND_TRUTH_OBJECTS_CSV, objects.to_csv(index=False), fsync=False)
     return SyntheticPlate(root, layout, truth, channel_map, pixel_size_um, objects)
 
 
@@ -439,7 +429,7 @@ def _write_htd(path: Path, plate: str, wells: list[str], plate_format: int, site
     for i, name in enumerate(names, 1):
         lines += [f'"WaveName{i}", "{name}"', f'"WaveCollect{i}", 1']
     lines += [f'"UniquePlateIdentifier", "{plate}"', '"EndFile"']
-    _write_atomic(path, "\r\n".join(lines) + "\r\n")
+    write_text_atomic(path, "\r\n".join(lines) + "\r\n", fsync=False)
 
 
 def _write_phenix_index(path: Path, plate: str, truth: pd.DataFrame, plate_format: int, names: list[str],
@@ -471,7 +461,7 @@ def _write_phenix_index(path: Path, plate: str, truth: pd.DataFrame, plate_forma
             f'<ImageResolutionX Unit="m">{resolution}</ImageResolutionX></Image>'
         )
     parts.append("</Images></EvaluationInputData>")
-    _write_atomic(path, "\n".join(parts) + "\n")
+    write_text_atomic(path, "\n".join(parts) + "\n", fsync=False)
 
 
 _BTS = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
@@ -489,9 +479,9 @@ def _write_cellvoyager(root: Path, truth: pd.DataFrame, names: list[str], pixel_
             f'bts:X="0.0" bts:Y="0.0" bts:Value="0" bts:Type="IMG" bts:ZIndex="{rec.z}" bts:Z="{2.0 * rec.z:.1f}" '
             f'bts:ActionIndex="1" bts:Action="3D" bts:Ch="{rec.channel}">{escape(Path(rec.path).name)}'
             "</bts:MeasurementRecord>")
-    _write_atomic(root / "MeasurementData.mlf", '<?xml version="1.0" encoding="utf-8"?>\r\n'
-                  f'<bts:MeasurementData xmlns:bts="{_BTS}" bts:Version="1.0">\r\n  '
-                  + "\r\n  ".join(records) + "\r\n</bts:MeasurementData>\r\n")
+    write_text_atomic(root / "MeasurementData.mlf", '<?xml version="1.0" encoding="utf-8"?>\r\n'
+                      f'<bts:MeasurementData xmlns:bts="{_BTS}" bts:Version="1.0">\r\n  '
+                      + "\r\n  ".join(records) + "\r\n</bts:MeasurementData>\r\n", fsync=False)
     channels = [
         f'<bts:MeasurementChannel bts:Ch="{i}" bts:HorizontalPixelDimension="{pixel_size_um}" '
         f'bts:VerticalPixelDimension="{pixel_size_um}" bts:CameraNumber="1" bts:InputBitDepth="16" '
@@ -499,8 +489,9 @@ def _write_cellvoyager(root: Path, truth: pd.DataFrame, names: list[str], pixel_
         f'bts:FilterWheelPosition="{i}" bts:Target="{escape(name, {chr(34): "&quot;"})}" bts:ShadingCorrectionSource="" />'
         for i, name in enumerate(names, 1)
     ]
-    _write_atomic(root / "MeasurementDetail.mrf", '<?xml version="1.0" encoding="utf-8"?>\r\n'
-                  f'<bts:MeasurementDetail xmlns:bts="{_BTS}" bts:Version="1.0" bts:OperatorName="hcsgraph" '
-                  f'bts:Title="synthetic" bts:Application="hcsgraph" bts:TimePoints="{truth["t"].max()}" '
-                  f'bts:FieldCount="{truth["site"].max()}" bts:ZCount="{truth["z"].max()}" '
-                  f'bts:TargetSystem="CV8000">\r\n  ' + "\r\n  ".join(channels) + "\r\n</bts:MeasurementDetail>\r\n")
+    write_text_atomic(root / "MeasurementDetail.mrf", '<?xml version="1.0" encoding="utf-8"?>\r\n'
+                      f'<bts:MeasurementDetail xmlns:bts="{_BTS}" bts:Version="1.0" bts:OperatorName="hcsgraph" '
+                      f'bts:Title="synthetic" bts:Application="hcsgraph" bts:TimePoints="{truth["t"].max()}" '
+                      f'bts:FieldCount="{truth["site"].max()}" bts:ZCount="{truth["z"].max()}" '
+                      f'bts:TargetSystem="CV8000">\r\n  ' + "\r\n  ".join(channels)
+                      + "\r\n</bts:MeasurementDetail>\r\n", fsync=False)
