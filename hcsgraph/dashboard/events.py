@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from numbers import Real
 from typing import Any
 
@@ -29,6 +30,8 @@ AGGREGATES = ("sum", "mean")
 
 def report_well(status: Any) -> None:
     """Send a finished well's status to the scheduler; a no-op outside a distributed worker."""
+    if "distributed" not in sys.modules:
+        return  # no worker in this process: do not import distributed for nothing
     try:
         from distributed import get_worker
 

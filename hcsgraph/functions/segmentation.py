@@ -358,24 +358,26 @@ def _cle_filtered(stack: Any, name: str, op: Any) -> Any:
     return _cle_ops.per_slice(plane_op, stack, stack.dtype)
 
 
+def _cle_filter_by_area(stack: Any, name: str, area: Any, area_name: str, connectivity: int, op: Any) -> Any:
+    """``_cle_filtered`` with ``op(cle, plane, area)``, a pyclesperanto size filter, after the argument checks."""
+    cle = _cle_ops.cle_module()
+    area = positive_int(area, area_name, name, minimum=0)
+    check_connectivity(connectivity, name)
+    return _cle_filtered(stack, name, lambda plane: op(cle, plane, float(area)))
+
+
 @cle_func
 def remove_small_objects_cle(stack: Any, min_area: int = 64, connectivity: int = 1) -> Any:
     """Remove labels smaller than ``min_area`` pixels from each plane (pyclesperanto remove_small_labels)."""
-    cle = _cle_ops.cle_module()
-    min_area = positive_int(min_area, "min_area", "remove_small_objects", minimum=0)
-    check_connectivity(connectivity, "remove_small_objects")
-    return _cle_filtered(stack, "remove_small_objects",
-                         lambda plane: cle.remove_small_labels(plane, minimum_size=float(min_area)))
+    return _cle_filter_by_area(stack, "remove_small_objects", min_area, "min_area", connectivity,
+                               lambda cle, plane, area: cle.remove_small_labels(plane, minimum_size=area))
 
 
 @cle_func
 def remove_large_objects_cle(stack: Any, max_area: int = 10_000, connectivity: int = 1) -> Any:
     """Remove labels larger than ``max_area`` pixels from each plane (pyclesperanto remove_large_labels)."""
-    cle = _cle_ops.cle_module()
-    max_area = positive_int(max_area, "max_area", "remove_large_objects", minimum=0)
-    check_connectivity(connectivity, "remove_large_objects")
-    return _cle_filtered(stack, "remove_large_objects",
-                         lambda plane: cle.remove_large_labels(plane, maximum_size=float(max_area)))
+    return _cle_filter_by_area(stack, "remove_large_objects", max_area, "max_area", connectivity,
+                               lambda cle, plane, area: cle.remove_large_labels(plane, maximum_size=area))
 
 
 @cle_func

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hcsgraph.functions import _cle_ops, _torch_ops
-from hcsgraph.functions._common import check_stack
+from hcsgraph.functions._common import check_stack, positive_int
 from hcsgraph.memory.decorators import numpy as numpy_func
 from hcsgraph.memory.decorators import pyclesperanto as cle_func
 from hcsgraph.memory.decorators import torch as torch_func
@@ -118,8 +118,6 @@ LOCAL_METHODS = ("gaussian", "mean")
 
 
 def _local_params(block_size: Any, method: str, name: str = "threshold_local") -> tuple[int, str]:
-    from hcsgraph.functions._common import positive_int
-
     block_size = positive_int(block_size, "block_size", name, minimum=3)
     if block_size % 2 == 0:
         raise ValueError(f"{name}: block_size={block_size} must be odd")

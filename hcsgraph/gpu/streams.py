@@ -27,8 +27,8 @@ outermost block does it.
 
 from __future__ import annotations
 
+import functools
 import importlib
-import importlib.util
 import logging
 import sys
 import threading
@@ -55,7 +55,6 @@ class _ThreadStreams(threading.local):
 
 _thread = _ThreadStreams()
 _unusable: set[tuple[MemoryType, int]] = set()  # (type, device) where making a stream failed
-_installed: dict[str, bool] = {}
 
 
 def _stream_type(memory_type: MemoryType | str) -> MemoryType | None:
@@ -69,22 +68,19 @@ def _stream_type(memory_type: MemoryType | str) -> MemoryType | None:
     return _stream_type(MemoryType(memory_type))
 
 
-def _is_installed(module: str) -> bool:
-    found = _installed.get(module)
-    if found is None:
-        try:
-            found = module in sys.modules or importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        _installed[module] = found
-    return found
+@functools.cache
+def _cupy_installed() -> bool:
+    """Whether cupy can be imported; asked once (a missing module is not searched for again)."""
+    from hcsgraph.memory.libraries import is_installed
+
+    return is_installed(MemoryType.CUPY)
 
 
 def _library_device(memory_type: MemoryType) -> int | None:
     """The library's current CUDA device when it already uses CUDA in this process, else None."""
     try:
         if memory_type is MemoryType.CUPY:
-            if not _is_installed("cupy"):
+            if not _cupy_installed():
                 return None
             cupy = sys.modules.get("cupy") or importlib.import_module("cupy")
             return int(cupy.cuda.runtime.getDevice()) if cupy.cuda.runtime.getDeviceCount() > 0 else None

@@ -222,11 +222,11 @@ def import_library(memory_type: MemoryType) -> ModuleType:
     Raises :class:`MissingLibraryError` (an ``ImportError``) naming the extra to install.
     """
     memory_type = MemoryType(memory_type)
+    if memory_type is MemoryType.PYCLESPERANTO:
+        return import_pyclesperanto()
     if not is_installed(memory_type):
         raise MissingLibraryError(memory_type)
     try:
-        if memory_type is MemoryType.PYCLESPERANTO:
-            return _import_pyclesperanto()
         if memory_type is MemoryType.TENSORFLOW:
             return _import_llvm_library("tensorflow")
         return importlib.import_module(LIBRARIES[memory_type].import_name)
